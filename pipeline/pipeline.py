@@ -1,0 +1,133 @@
+"""The one create_pipeline: the local and the Kubeflow runner both call it."""
+from typing import List, Optional
+
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from ml_metadata.proto import metadata_store_pb2
+
+from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
+from pipeline.configs import PipelineConfig
+from trainer.models import PREDICTION_KEY
+from transforms import features as f
+
+EVAL_SPLIT = 'test'
+
+
+def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+  """RMSE and MAE on the test split; bless under a value and a change threshold.
+
+  ``tf_generic`` makes TFMA call the ``serving_tf_example`` signature instead of
+  ``model.evaluate``, which fails on a TFRS model with compiled metrics.
+  """
+  rmse_threshold = tfma.MetricThreshold(
+      value_threshold=tfma.GenericValueThreshold(upper_bound={'value': config.rmse_threshold}),
+      change_threshold=tfma.GenericChangeThreshold(
+          direction=tfma.MetricDirection.LOWER_IS_BETTER,
+          absolute={'value': config.rmse_tolerance}))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(
+          model_type='tf_generic', signature_name='serving_tf_example',
+          label_key=f.LABEL_KEY, prediction_key=PREDICTION_KEY)],
+      slicing_specs=[tfma.SlicingSpec()],
+      metrics_specs=[tfma.MetricsSpec(metrics=[
+          tfma.MetricConfig(class_name='ExampleCount'),
+          tfma.MetricConfig(class_name='RootMeanSquaredError', threshold=rmse_threshold),
+          tfma.MetricConfig(class_name='MeanAbsoluteError'),
+          tfma.MetricConfig(class_name='MeanSquaredError'),
+          tfma.MetricConfig(class_name='MeanLabel'),
+          tfma.MetricConfig(class_name='MeanPrediction'),
+      ])])
+
+
+def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
+                    metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
+                    enable_cache: bool = True) -> tfx.dsl.Pipeline:
+  """Builds every component of the MovieLens pipeline.
+
+  Args:
+    config: what to run on and how; see ``PipelineConfig``.
+    beam_pipeline_args: chosen by the runner (``configs.BEAM_PIPELINE_ARGS``).
+    metadata_connection_config: MLMD connection; None lets the orchestrator
+      supply one (Kubeflow).
+    enable_cache: reuse outputs of executions whose inputs did not change.
+
+  Returns:
+    The pipeline, for LocalDagRunner or KubeflowV2DagRunner.
+  """
+  # Reads GroupLens files, joins ratings with movies and users, splits by time
+  # and quarantines bad rows.
+  example_gen = MovieLensExampleGen(
+      data_dir=config.data_dir,
+      split_config=config.split_config or SplitConfig().to_json(),
+      max_bad_fraction=config.max_bad_fraction,
+      data_fingerprint=config.data_fingerprint).with_id('MovieLensExampleGen')
+
+  # Per-split statistics: input to the schema, the validator and drift checks.
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples']).with_id('StatisticsGen')
+
+  # A reviewed schema when one is given, otherwise one inferred from the data.
+  if config.schema_path:
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path).with_id('ImportSchemaGen')
+  else:
+    schema_gen = tfx.components.SchemaGen(
+        statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True).with_id('SchemaGen')
+
+  # Anomalies of every split against the schema.
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema']).with_id('ExampleValidator')
+
+  # Vocabularies and scalings fitted on train only, applied to train and eval;
+  # the Evaluator runs the same graph inside the model on raw test examples.
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs['examples'],
+      schema=schema_gen.outputs['schema'],
+      module_file=config.transform_module_file,
+      splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval'])
+  ).with_id('Transform')
+
+  # A Tuner goes here: its best_hyperparameters feed Trainer's
+  # `hyperparameters`, and trainer/hparams.py holds the defaults without it.
+
+  # Fits the TFRS model and exports it with raw, tf.Example and transform signatures.
+  trainer = tfx.components.Trainer(
+      module_file=config.trainer_module_file,
+      examples=transform.outputs['transformed_examples'],
+      transform_graph=transform.outputs['transform_graph'],
+      schema=schema_gen.outputs['schema'],
+      train_args=tfx.proto.TrainArgs(splits=['train']),
+      eval_args=tfx.proto.EvalArgs(splits=['eval']),
+      custom_config={'hparams': config.hparams}).with_id('Trainer')
+
+  # The latest blessed model is the baseline a candidate must not fall behind.
+  model_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
+  ).with_id('LatestBlessedModelResolver')
+
+  # TFMA on the held-out test split; blesses the model or not.
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs['examples'],
+      model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'],
+      example_splits=[EVAL_SPLIT],
+      eval_config=make_eval_config(config)).with_id('Evaluator')
+
+  # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/.
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=f'{config.serving_model_dir}/{config.model_name}'))).with_id('Pusher')
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
+                  trainer, model_resolver, evaluator, pusher],
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args)

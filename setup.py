@@ -1,0 +1,33 @@
+"""MovieLens recommender on TFX: the pipeline package.
+
+Install with the pinned set: ``pip install -c constraints.txt -e .``
+"""
+import setuptools
+
+setuptools.setup(
+    name='movielens-tfx',
+    version='0.1.0',
+    description='A production TFX pipeline for a MovieLens recommender (TFRS models, TFMA, TF Serving).',
+    python_requires='>=3.10,<3.11',
+    packages=setuptools.find_packages(include=['pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*']),
+    package_data={'components': ['*/README.md']},
+    install_requires=[
+        'tfx==1.16.0',
+        'tensorflow==2.16.2',
+        'tf-keras==2.16.0',
+        'tensorflow-recommenders==0.7.3',
+        'tensorflow-transform==1.16.0',
+        'tensorflow-data-validation==1.16.1',
+        'tensorflow-model-analysis==0.47.1',
+        'tfx-bsl==1.16.1',
+        'ml-metadata==1.16.0',
+        'tensorflow-serving-api==2.16.1',
+        'apache-beam[gcp]==2.59.0',
+        'keras-tuner==1.3.5',
+        'protobuf==3.20.3',
+        'pyarrow==10.0.1',
+        'numpy==1.26.4',
+        'kfp==2.5.0',
+    ],
+    extras_require={'dev': ['pytest==8.3.3']},
+)

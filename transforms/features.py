@@ -1,0 +1,53 @@
+"""Feature names, the label key and vocabulary names: the one place they live.
+
+ExampleGen writes these raw features, ``preprocessing_fn`` reads them, the
+Trainer reads the transformed ones, and the Evaluator takes ``LABEL_KEY`` from
+here. Nothing else spells a feature name.
+"""
+
+# Raw features written by MovieLensExampleGen, one tf.Example per rating.
+USER_ID = 'user_id'              # bytes, e.g. b'196'
+MOVIE_ID = 'movie_id'            # bytes, e.g. b'242'
+MOVIE_TITLE = 'movie_title'      # bytes, e.g. b'Toy Story (1995)'
+GENRES = 'genres'                # bytes, multi-valued, names from GENRE_NAMES
+RELEASE_YEAR = 'release_year'    # int64; absent when u.item has no date
+USER_AGE = 'user_age'            # int64
+USER_GENDER = 'user_gender'      # bytes, 'M' or 'F'
+USER_OCCUPATION = 'user_occupation'  # bytes, e.g. b'technician'
+USER_ZIP = 'user_zip'            # bytes, e.g. b'85711'
+TIMESTAMP = 'timestamp'          # int64, unix seconds
+RATING = 'rating'                # float, 1..5: the label
+
+LABEL_KEY = RATING
+
+# Raw features and their kinds, for the raw-JSON serving signature.
+# 'scalar' features carry exactly one value per example; 'multi' any number;
+# 'optional' zero or one.
+STRING_FEATURES = (USER_ID, MOVIE_ID, MOVIE_TITLE, USER_GENDER, USER_OCCUPATION, USER_ZIP)
+INT_FEATURES = (USER_AGE, TIMESTAMP)
+OPTIONAL_INT_FEATURES = (RELEASE_YEAR,)
+MULTI_STRING_FEATURES = (GENRES,)
+
+# The 19 genres of u.genre, in its order (the u.item flag columns follow it).
+GENRE_NAMES = (
+    'unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy',
+    'Crime', 'Documentary', 'Drama', 'Fantasy', 'Film-Noir', 'Horror',
+    'Musical', 'Mystery', 'Romance', 'Sci-Fi', 'Thriller', 'War', 'Western',
+)
+
+# Vocabulary file names written by Transform; the Trainer sizes embeddings
+# from them with tft.experimental.get_vocabulary_size_by_name.
+USER_VOCAB = 'user_id_vocab'
+MOVIE_VOCAB = 'movie_id_vocab'
+GENDER_VOCAB = 'gender_vocab'
+OCCUPATION_VOCAB = 'occupation_vocab'
+ZIP_VOCAB = 'zip3_vocab'
+GENRE_VOCAB = 'genre_vocab'
+
+# Out-of-vocabulary buckets: ids Transform did not see in train land here.
+OOV_BUCKETS = 1
+
+
+def transformed_name(key: str) -> str:
+  """Name of the Transform output derived from raw feature ``key``."""
+  return key + '_xf'

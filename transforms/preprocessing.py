@@ -1,0 +1,98 @@
+"""Transform module: raw MovieLens features to model inputs.
+
+Kept apart from ``trainer/`` on purpose: TFX packages a module file's folder
+into the cache key, so a Trainer edit must not re-run Transform.
+"""
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from transforms import features as f
+
+_SECONDS_PER_HOUR = 3600
+_SECONDS_PER_DAY = 86400
+# 1970-01-01 was a Thursday; shifting by 3 days makes Monday day 0.
+_EPOCH_WEEKDAY_SHIFT = 3
+# Ages in u.user run 7..73; these edges follow MovieLens 1M's age groups.
+AGE_BOUNDARIES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
+
+
+def _dense(x, default):
+  """Returns a rank-1 dense tensor from a [B, 1] dense or a sparse feature.
+
+  Sparse (VarLen) features with no value in a row get ``default``.
+  """
+  if isinstance(x, tf.SparseTensor):
+    x = tf.sparse.to_dense(tf.sparse.reset_shape(x, [x.dense_shape[0], 1]), default_value=default)
+  return tf.reshape(x, [-1])
+
+
+def _ids(x, vocab_filename, frequency_threshold=None):
+  """Maps strings to integer ids from a train-split vocabulary plus OOV buckets."""
+  return tft.compute_and_apply_vocabulary(
+      x, num_oov_buckets=f.OOV_BUCKETS, vocab_filename=vocab_filename,
+      frequency_threshold=frequency_threshold)
+
+
+def _multi_hot_genres(genres):
+  """Returns a [B, len(GENRE_NAMES)] float multi-hot matrix from sparse genre names."""
+  dense = tf.sparse.to_dense(genres, default_value='') if isinstance(genres, tf.SparseTensor) else genres
+  names = tf.constant(f.GENRE_NAMES)
+  hits = tf.equal(tf.expand_dims(dense, -1), names)  # [B, n_genres_in_row, 19]
+  return tf.cast(tf.reduce_any(hits, axis=1), tf.float32)
+
+
+def _time_features(timestamp):
+  """Hour of day (0-23) and day of week (0 = Monday) from unix seconds, in UTC."""
+  hour = tf.math.floormod(timestamp // _SECONDS_PER_HOUR, 24)
+  weekday = tf.math.floormod(timestamp // _SECONDS_PER_DAY + _EPOCH_WEEKDAY_SHIFT, 7)
+  return hour, weekday
+
+
+def _rating_year(timestamp):
+  """Calendar year of a unix timestamp (UTC), close enough for movie age."""
+  return 1970 + tf.cast(tf.cast(timestamp, tf.float64) / (365.2425 * _SECONDS_PER_DAY), tf.int64)
+
+
+# TFX Transform calls this.
+def preprocessing_fn(inputs):
+  """Builds the transformed features; analyzers run on the train split only.
+
+  Args:
+    inputs: raw features keyed by the names in ``transforms.features``.
+
+  Returns:
+    Transformed features keyed by ``transformed_name(raw)``, plus the label.
+  """
+  out = {}
+  out[f.transformed_name(f.USER_ID)] = _ids(_dense(inputs[f.USER_ID], ''), f.USER_VOCAB)
+  out[f.transformed_name(f.MOVIE_ID)] = _ids(_dense(inputs[f.MOVIE_ID], ''), f.MOVIE_VOCAB)
+  out[f.transformed_name(f.USER_GENDER)] = _ids(_dense(inputs[f.USER_GENDER], ''), f.GENDER_VOCAB)
+  out[f.transformed_name(f.USER_OCCUPATION)] = _ids(_dense(inputs[f.USER_OCCUPATION], ''), f.OCCUPATION_VOCAB)
+  zip3 = tf.strings.substr(_dense(inputs[f.USER_ZIP], ''), 0, 3)
+  out[f.transformed_name(f.USER_ZIP)] = _ids(zip3, f.ZIP_VOCAB)
+
+  age = tf.cast(_dense(inputs[f.USER_AGE], 0), tf.float32)
+  out[f.transformed_name(f.USER_AGE)] = tft.scale_to_z_score(age)
+  out[f.transformed_name('age_bucket')] = tf.cast(
+      tft.apply_buckets(age, [list(AGE_BOUNDARIES)]), tf.int64)
+
+  out[f.transformed_name(f.GENRES)] = _multi_hot_genres(inputs[f.GENRES])
+
+  # A movie with no release date (u.item lists one) gets the train mean year,
+  # and a flag so the model can tell it apart.
+  year_raw = inputs[f.RELEASE_YEAR]
+  known = tf.not_equal(_dense(year_raw, -1), -1)
+  mean_year = tft.mean(tf.cast(year_raw.values if isinstance(year_raw, tf.SparseTensor) else year_raw, tf.float32))
+  year = tf.where(known, tf.cast(_dense(year_raw, -1), tf.float32), mean_year)
+  out[f.transformed_name(f.RELEASE_YEAR)] = tft.scale_to_z_score(year)
+  out[f.transformed_name('release_year_known')] = tf.cast(known, tf.float32)
+
+  timestamp = _dense(inputs[f.TIMESTAMP], 0)
+  hour, weekday = _time_features(timestamp)
+  out[f.transformed_name('hour')] = hour
+  out[f.transformed_name('weekday')] = weekday
+  movie_age = tf.cast(_rating_year(timestamp), tf.float32) - year
+  out[f.transformed_name('movie_age')] = tft.scale_to_z_score(movie_age)
+
+  out[f.LABEL_KEY] = tf.cast(_dense(inputs[f.LABEL_KEY], 0.0), tf.float32)
+  return out
