@@ -35,6 +35,7 @@ class PipelineConfig:
     max_bad_fraction: quarantined rows above this fraction fail ExampleGen.
     schema_path: a curated schema folder for ImportSchemaGen; None infers one.
     hparams: Trainer hyperparameter overrides (see trainer/hparams.py).
+    transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
     rmse_tolerance: allowed RMSE increase over the latest blessed model.
   """
@@ -46,6 +47,7 @@ class PipelineConfig:
   max_bad_fraction: float = 0.01
   schema_path: Optional[str] = None
   hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD
   rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
   pipeline_name: str = PIPELINE_NAME

@@ -13,6 +13,8 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
+import logging as py_logging  # noqa: E402
+import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from typing import List, Optional  # noqa: E402
@@ -25,6 +27,16 @@ from pipeline.pipeline import create_pipeline  # noqa: E402
 
 DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
 _FINGERPRINTED_FILES = ('u.data', 'u.item', 'u.user')
+# INFO lines worth a person's attention; the rest shows with --verbose.
+_PROGRESS = re.compile(r'^(Component \S+ is (running|finished)|MovieLensExampleGen|Trainer epoch|Downloading'
+                       r'|Saved model|This model is already served|Model written to serving path)')
+
+
+class _ProgressFilter(py_logging.Filter):
+  """Passes warnings and errors, and only the progress INFO lines."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno > py_logging.INFO or bool(_PROGRESS.match(record.getMessage()))
 
 
 def data_fingerprint(data_dir: str) -> str:
@@ -63,6 +75,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='Bless only models whose test RMSE is below this.')
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   parser.add_argument('--summary-json', default=None, help='Also write the run summary here.')
+  parser.add_argument('--verbose', action='store_true', help='Show every INFO log line, not only progress.')
   return parser.parse_args(argv)
 
 
@@ -97,13 +110,17 @@ def summarize(metadata_path: str, pipeline_name: str, wall_s: float) -> dict:
   runs = run_summary.component_runs(store, run_id)
   summary = {'run_id': run_id, 'wall_s': round(wall_s, 1),
              'components': {r.component_id: {'state': r.state, 'seconds': round(r.seconds, 1)} for r in runs}}
-  evaluation = run_summary.latest_artifact_uri(store, 'ModelEvaluation', run_id)
+  examples = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'examples')
+  if examples:
+    properties = run_summary.artifact_properties(store, examples)
+    summary['data'] = {k: v for k, v in properties.items() if k.startswith(('data_source', 'rows_'))}
+  evaluation = run_summary.output_uri(store, run_id, 'Evaluator', 'evaluation')
   if evaluation:
     summary['test_metrics'] = run_summary.evaluation_metrics(evaluation)
-  blessing = run_summary.latest_artifact_uri(store, 'ModelBlessing', run_id)
+  blessing = run_summary.output_uri(store, run_id, 'Evaluator', 'blessing')
   if blessing:
     summary['blessed'] = bool(run_summary.artifact_properties(store, blessing).get('blessed', 0))
-  pushed = run_summary.latest_artifact_uri(store, 'PushedModel', run_id)
+  pushed = run_summary.output_uri(store, run_id, 'Pusher', 'pushed_model')
   if pushed:
     properties = run_summary.artifact_properties(store, pushed)
     summary['pushed'] = bool(properties.get('pushed', 0))
@@ -114,6 +131,8 @@ def summarize(metadata_path: str, pipeline_name: str, wall_s: float) -> dict:
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   logging.set_verbosity(logging.INFO)
+  if not args.verbose:
+    logging.get_absl_handler().addFilter(_ProgressFilter())
   pipeline, metadata_path, _ = build(args)
   start = time.time()
   tfx.orchestration.LocalDagRunner().run(pipeline)

@@ -1,10 +1,12 @@
 """The one create_pipeline: the local and the Kubeflow runner both call it."""
 from typing import List, Optional
 
+from ml_metadata.proto import metadata_store_pb2
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
-from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.components.base import executor_spec
 
+from components import idempotent_pusher
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from pipeline.configs import PipelineConfig
 from trainer.models import PREDICTION_KEY
@@ -84,6 +86,9 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       module_file=config.transform_module_file,
+      # Pre/post-transform statistics double Transform's time; StatisticsGen
+      # already covers the raw splits.
+      disable_statistics=not config.transform_statistics,
       splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval'])
   ).with_id('Transform')
 
@@ -115,8 +120,10 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       example_splits=[EVAL_SPLIT],
       eval_config=make_eval_config(config)).with_id('Evaluator')
 
-  # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/.
+  # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
+  # unless that same model is already there.
   pusher = tfx.components.Pusher(
+      custom_executor_spec=executor_spec.ExecutorClassSpec(idempotent_pusher.Executor),
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(

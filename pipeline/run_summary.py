@@ -62,14 +62,23 @@ def component_runs(store: metadata_store.MetadataStore, run_id: str) -> List[Com
   return result
 
 
-def latest_artifact_uri(store: metadata_store.MetadataStore, type_name: str, run_id: str) -> Optional[str]:
-  """URI of the newest artifact of ``type_name`` attached to run ``run_id``."""
+def output_uri(store: metadata_store.MetadataStore, run_id: str, component_id: str,
+               output_key: str) -> Optional[str]:
+  """URI of output ``output_key`` of ``component_id`` in run ``run_id``.
+
+  Cached executions count: TFX links them to the artifacts they reused.
+  """
   run = store.get_context_by_type_and_name(_PIPELINE_RUN, run_id)
-  type_ids = {t.id for t in store.get_artifact_types() if t.name == type_name}
-  artifacts = [a for a in store.get_artifacts_by_context(run.id) if a.type_id in type_ids]
-  if not artifacts:
-    return None
-  return max(artifacts, key=lambda a: a.id).uri
+  for execution in store.get_executions_by_context(run.id):
+    nodes = _contexts_of_type(store, execution.id, _NODE)
+    if not nodes or nodes[0].name.split('.', 1)[-1] != component_id:
+      continue
+    for event in store.get_events_by_execution_ids([execution.id]):
+      is_output = event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+      if is_output and event.path.steps and event.path.steps[0].key == output_key:
+        [artifact] = store.get_artifacts_by_id([event.artifact_id])
+        return artifact.uri
+  return None
 
 
 def artifact_properties(store: metadata_store.MetadataStore, uri: str) -> Dict[str, object]:

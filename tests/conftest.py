@@ -17,3 +17,64 @@ def ml100k_dir() -> pathlib.Path:
   if not (ML100K_DIR / 'u.data').exists():
     pytest.fail(f'MovieLens 100K not found at {ML100K_DIR}; set MOVIELENS_DATA_DIR to a GroupLens ml-100k directory.')
   return ML100K_DIR
+
+
+# Raw feature spec as SchemaGen infers it from ExampleGen's output:
+# scalars are [1], genres and the sometimes-missing release year VarLen.
+def raw_feature_spec():
+  import tensorflow as tf
+  from transforms import features as f
+  spec = {name: tf.io.FixedLenFeature([1], tf.string) for name in f.STRING_FEATURES}
+  spec.update({name: tf.io.FixedLenFeature([1], tf.int64) for name in f.INT_FEATURES})
+  spec[f.GENRES] = tf.io.VarLenFeature(tf.string)
+  spec[f.RELEASE_YEAR] = tf.io.VarLenFeature(tf.int64)
+  spec[f.RATING] = tf.io.FixedLenFeature([1], tf.float32)
+  return spec
+
+
+def make_raw_rows(n_rows=200, n_users=12, n_movies=9, seed=0):
+  """Tiny MovieLens-shaped instances in tft_beam's instance-dict format."""
+  import random
+  from transforms import features as f
+  rng = random.Random(seed)
+  rows = []
+  for _ in range(n_rows):
+    user, movie = rng.randrange(n_users), rng.randrange(n_movies)
+    rows.append({
+        f.USER_ID: [str(user).encode()],
+        f.MOVIE_ID: [str(movie).encode()],
+        f.MOVIE_TITLE: [f'Movie {movie} (199{movie % 10})'.encode()],
+        f.USER_GENDER: [b'MF'[user % 2:user % 2 + 1]],
+        f.USER_OCCUPATION: [[b'writer', b'student', b'other'][user % 3]],
+        f.USER_ZIP: [f'{10000 + user * 7919:05d}'.encode()],
+        f.USER_AGE: [18 + user * 3],
+        f.TIMESTAMP: [874724710 + rng.randrange(0, 10_000_000)],
+        f.GENRES: [f.GENRE_NAMES[1 + movie % 18].encode(), b'Drama'][:1 + movie % 2],
+        # Movie 0 has no release date, like movie 267 in u.item.
+        f.RELEASE_YEAR: [] if movie == 0 else [1990 + movie],
+        f.RATING: [float(1 + (user + movie) % 5)],
+    })
+  return rows
+
+
+@pytest.fixture(scope='session')
+def tiny_transform(tmp_path_factory):
+  """Runs preprocessing_fn for real through tft_beam on tiny rows.
+
+  Returns (transform_output_dir, raw_rows, transformed_rows).
+  """
+  import tensorflow_transform.beam as tft_beam
+  import tensorflow_transform as tft
+  from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+  from transforms.preprocessing import preprocessing_fn
+
+  out_dir = tmp_path_factory.mktemp('transform_output')
+  rows = make_raw_rows()
+  metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
+  with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp('tft_tmp')), force_tf_compat_v1=False):
+    (transformed, _), transform_fn = ((rows, metadata)
+                                      | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=False))
+    _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir))
+  # TFTransformOutput.raw_feature_spec() reads the raw schema from here, as in TFX.
+  metadata_io.write_metadata(metadata, str(out_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
+  return str(out_dir), rows, transformed

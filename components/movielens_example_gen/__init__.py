@@ -1,4 +1,4 @@
-"""MovieLensExampleGen: a TFX component that turns MovieLens 100K into splits."""
+"""MovieLensExampleGen: a TFX component turning MovieLens 100K into splits."""
 
 from components.movielens_example_gen.component import MovieLensExampleGen
 from components.movielens_example_gen.spec import QuarantinedRows

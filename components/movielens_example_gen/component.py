@@ -1,6 +1,6 @@
 """MovieLensExampleGen: MovieLens 100K ratings to split tf.Examples."""
 
-from typing import Optional, Union
+from typing import Union
 
 from tfx import types
 from tfx.dsl.components.base import base_component
@@ -55,8 +55,8 @@ class MovieLensExampleGen(base_component.BaseComponent):
       split_config: Union[str, split.SplitConfig, None] = None,
       max_bad_fraction: Union[float, data_types.RuntimeParameter] = (
           spec.DEFAULT_MAX_BAD_FRACTION),
-      data_fingerprint: Optional[Union[str, data_types.RuntimeParameter]] = None,
-      cache_dir: Optional[Union[str, data_types.RuntimeParameter]] = None):
+      data_fingerprint: Union[str, data_types.RuntimeParameter, None] = None,
+      cache_dir: Union[str, data_types.RuntimeParameter, None] = None):
     """Constructs a MovieLensExampleGen.
 
     Args:

@@ -1,5 +1,6 @@
 """MovieLensExampleGen's executor: one Beam pipeline from files to splits."""
 
+import dataclasses
 import json
 import os
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -42,6 +43,7 @@ def _read_lookup(path: str, file_name: str, parse_line):
 
 
 def _parse_rating(numbered_line: Tuple[int, str]):
+  """Yields the Rating of a u.data line, or its BadRow tagged _BAD."""
   parsed = parsing.parse_rating_line(*numbered_line)
   if isinstance(parsed, parsing.BadRow):
     yield beam.pvalue.TaggedOutput(_BAD, parsed)
@@ -50,6 +52,7 @@ def _parse_rating(numbered_line: Tuple[int, str]):
 
 
 def _join(rating: parsing.Rating, movies, users):
+  """Yields the rating if its movie and user are known, else a BadRow."""
   bad_row = parsing.check_join(rating, movies, users)
   if bad_row is None:
     yield rating
@@ -58,15 +61,16 @@ def _join(rating: parsing.Rating, movies, users):
 
 
 def _dedup(pair_and_ratings):
+  """Yields the kept rating of a (user, movie) pair and BadRows the rest."""
   _, ratings = pair_and_ratings
-  kept, bad_rows = parsing.split_duplicates([parsing.Rating(*r) for r in ratings])
-  yield tuple(kept)
+  kept, bad_rows = parsing.split_duplicates(list(ratings))
+  yield kept
   for row in bad_rows:
     yield beam.pvalue.TaggedOutput(_BAD, row)
 
 
 def _serialize(rating: parsing.Rating, movie_parts, user_parts) -> bytes:
-  rating = parsing.Rating(*rating)
+  """Returns the serialized tf.train.Example of a joined rating."""
   return parsing.serialize_example(rating, movie_parts[rating.movie_id],
                                    user_parts[rating.user_id])
 
@@ -74,8 +78,8 @@ def _serialize(rating: parsing.Rating, movie_parts, user_parts) -> bytes:
 def _partition(rating: parsing.Rating, num_partitions: int,
                config: split.SplitConfig,
                ts_range: Optional[Tuple[int, int]]) -> int:
+  """Returns the index in split.SPLIT_NAMES of a rating's split."""
   del num_partitions
-  rating = parsing.Rating(*rating)
   name = split.assign_split(config, rating.user_id, rating.movie_id,
                             rating.timestamp, ts_range)
   return split.SPLIT_NAMES.index(name)
@@ -106,7 +110,15 @@ def _summary_json(unused_element, source: sources.DataSource,
                   config: split.SplitConfig, quarantine_file: str,
                   rows_read, bad_counts, counts_per_split, examples,
                   ts_range) -> str:
+  """Returns summary.json's text from the pipeline's counts."""
   del unused_element
+  boundaries = None
+  if config.kind == split.TIME and ts_range is not None:
+    train_cut, eval_cut = split.time_boundaries(config, *ts_range)
+    boundaries = {
+        'train_end_timestamp': train_cut,
+        'eval_end_timestamp': eval_cut
+    }
   summary = summary_lib.build_summary(
       source=source.to_dict(),
       rows_read=rows_read,
@@ -116,7 +128,8 @@ def _summary_json(unused_element, source: sources.DataSource,
       },
       examples=examples,
       timestamp_range=ts_range,
-      split_config=json.loads(config.to_json()),
+      split_config=dataclasses.asdict(config),
+      split_boundaries=boundaries,
       quarantine_file=quarantine_file)
   return json.dumps(summary, indent=2, ensure_ascii=False)
 
@@ -171,15 +184,15 @@ def _MovieLensToExamples(  # pylint: disable=invalid-name
       | 'CountRatings' >> beam.combiners.Count.Globally()
       | 'RowsRead[u.data]' >> beam.Map(lambda n: (parsing.U_DATA, n)))
   # No Reshuffle after the read: parsing is cheap, GroupByPair below spreads
-  # the work anyway, and on the DirectRunner a Reshuffle costs a tenth of
-  # the run.
+  # the work anyway, and on the DirectRunner a Reshuffle here adds about 2 s
+  # of CPU to a 14 s run on ML-100K.
   parsed = lines | 'ParseRatings' >> beam.FlatMap(_parse_rating).with_outputs(
       _BAD, main=_MAIN)
   joined = parsed[_MAIN] | 'Join' >> beam.FlatMap(
       _join, movies=movies, users=users).with_outputs(_BAD, main=_MAIN)
   deduped = (
       joined[_MAIN]
-      | 'KeyByPair' >> beam.Map(lambda r: ((r.user_id, r.movie_id), tuple(r)))
+      | 'KeyByPair' >> beam.Map(lambda r: ((r.user_id, r.movie_id), r))
       | 'GroupByPair' >> beam.GroupByKey()
       | 'Dedup' >> beam.FlatMap(_dedup).with_outputs(_BAD, main=_MAIN))
   bad_parts.extend([parsed[_BAD], joined[_BAD], deduped[_BAD]])
@@ -187,7 +200,7 @@ def _MovieLensToExamples(  # pylint: disable=invalid-name
 
   ts_range = (
       valid
-      | 'Timestamps' >> beam.Map(lambda r: r[3])
+      | 'Timestamps' >> beam.Map(lambda r: r.timestamp)
       | 'TimestampRange' >> beam.CombineGlobally(_MinMaxFn()))
   ts_range_side = beam.pvalue.AsSingleton(ts_range)
   partitions = valid | 'Split' >> beam.Partition(

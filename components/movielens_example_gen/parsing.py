@@ -12,7 +12,8 @@ tests call them directly.
 import json
 import math
 import re
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (Dict, Iterable, List, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import tensorflow as tf
 
@@ -53,7 +54,8 @@ _GENDERS = ('M', 'F')
 # str.isdigit() also accepts '²' and friends, which int() rejects.
 _DIGITS = re.compile(r'[0-9]+')
 _RELEASE_DATE = re.compile(
-    r'(\d{1,2})-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-(\d{4})')
+    r'[0-9]{1,2}-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-'
+    r'([0-9]{4})')
 
 
 class BadRow(NamedTuple):
@@ -186,7 +188,7 @@ def parse_movie_line(line_no: int,
     if not match:
       return BadRow(U_ITEM, line_no, BAD_RELEASE_DATE, line,
                     f'release date {fields[2]!r} is not like 01-Jan-1995')
-    release_year = int(match.group(3))
+    release_year = int(match.group(1))
   flags = [flag.strip() for flag in fields[5:]]
   if any(flag not in ('0', '1') for flag in flags):
     return BadRow(U_ITEM, line_no, BAD_GENRE_FLAGS, line,
@@ -369,10 +371,10 @@ def serialize_example(rating: Rating, movie_part: bytes,
                       user_part: bytes) -> bytes:
   """Returns the serialized tf.train.Example of one joined rating.
 
-  Protobuf parses concatenated messages as one merged message, and the
-  feature map's keys here are disjoint, so the movie and user features are
-  serialized once per movie and user and appended to each rating's own
-  features. This halves the executor's time on ML-100K.
+  Building the movie and user features in Python for every rating took a third
+  the executor's time on ML-100K, so they are serialized once per movie and
+  user. Protobuf parses concatenated messages as one merged message, and the
+  two parts have disjoint feature keys.
 
   Args:
     rating: the rating.
@@ -383,14 +385,15 @@ def serialize_example(rating: Rating, movie_part: bytes,
     A serialized tf.train.Example with the raw features of
     transforms/features.py.
   """
-  own = _serialized_example({
-      features.USER_ID: _bytes_feature([rating.user_id]),
-      features.MOVIE_ID: _bytes_feature([rating.movie_id]),
-      features.TIMESTAMP: _int_feature([rating.timestamp]),
-      features.RATING: tf.train.Feature(
-          float_list=tf.train.FloatList(value=[rating.rating])),
-  })
-  return own + movie_part + user_part
+  example = tf.train.Example.FromString(movie_part + user_part)
+  feature = example.features.feature
+  feature[features.USER_ID].bytes_list.value.append(
+      rating.user_id.encode('utf-8'))
+  feature[features.MOVIE_ID].bytes_list.value.append(
+      rating.movie_id.encode('utf-8'))
+  feature[features.TIMESTAMP].int64_list.value.append(rating.timestamp)
+  feature[features.RATING].float_list.value.append(rating.rating)
+  return example.SerializeToString()
 
 
 def to_tf_example(rating: Rating, movie: Movie, user: User) -> tf.train.Example:

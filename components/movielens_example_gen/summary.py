@@ -39,6 +39,7 @@ def build_summary(
     examples: Iterable[parsing.BadRow],
     timestamp_range: Optional[Tuple[int, int]],
     split_config: Mapping[str, Any],
+    split_boundaries: Optional[Mapping[str, float]],
     quarantine_file: str,
 ) -> Summary:
   """Builds the JSON-ready contents of summary.json.
@@ -57,6 +58,8 @@ def build_summary(
     timestamp_range: (min, max) timestamp of the valid ratings, or None if
       there are none.
     split_config: SplitConfig as a dict.
+    split_boundaries: for a time split, the last train and last eval
+      timestamp; None for a random split.
     quarantine_file: path of quarantine.jsonl.
 
   Returns:
@@ -83,6 +86,8 @@ def build_summary(
       ],
       'timestamp_range': list(timestamp_range) if timestamp_range else None,
       'split_config': dict(split_config),
+      'split_boundaries': (
+          dict(split_boundaries) if split_boundaries is not None else None),
       'quarantine_file': quarantine_file,
   }
 

@@ -1,0 +1,116 @@
+"""The real pipeline on MovieLens 100K: LocalDagRunner, MLMD, Beam, TFMA.
+
+One module-scoped scenario, so the slow work happens once:
+1. a run is SIGKILLed while Transform executes;
+2. the same command completes it, re-using what finished before the kill;
+3. a third run with unchanged inputs is served from the cache.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline import configs, local_runner, run_summary
+from trainer.models import PREDICTION_KEY
+
+pytestmark = pytest.mark.e2e
+
+EPOCHS = 20
+ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
+                  'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'Pusher'}
+GLOBAL_MEAN_RMSE = 1.117
+
+
+def _runner_args(data_dir, root):
+  return ['--data-dir', str(data_dir), '--output-root', str(root), '--epochs', str(EPOCHS)]
+
+
+def _kill_during_transform(args, root, timeout_s=300):
+  """Starts the runner in its own process group and SIGKILLs it inside Transform."""
+  transform_started = root / 'pipelines' / configs.PIPELINE_NAME / 'Transform' / '.system' / 'executor_execution'
+  process = subprocess.Popen([sys.executable, '-m', 'pipeline.local_runner', *args],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+  deadline = time.time() + timeout_s
+  while not transform_started.exists():
+    assert process.poll() is None, f'runner exited early with {process.returncode}'
+    assert time.time() < deadline, 'Transform never started'
+    time.sleep(0.5)
+  time.sleep(2)
+  os.killpg(process.pid, signal.SIGKILL)
+  process.wait()
+  return process.returncode
+
+
+@pytest.fixture(scope='module')
+def runs(ml100k_dir, tmp_path_factory):
+  root = tmp_path_factory.mktemp('e2e')
+  args = _runner_args(ml100k_dir, root)
+  killed_rc = _kill_during_transform(args, root)
+  resumed = _run(args, root, 'resumed.json')
+  cached = _run(args, root, 'cached.json')
+  return {'root': root, 'killed_rc': killed_rc, 'resumed': resumed, 'cached': cached}
+
+
+def _run(args, root, name):
+  path = root / name
+  assert local_runner.main(args + ['--summary-json', str(path)]) == 0
+  return json.loads(path.read_text())
+
+
+def test_killed_run_is_completed_by_running_again(runs):
+  assert runs['killed_rc'] == -signal.SIGKILL
+  states = {k: v['state'] for k, v in runs['resumed']['components'].items()}
+  assert set(states) == ALL_COMPONENTS
+  # What finished before the kill is reused; Transform onward ran again.
+  assert states['MovieLensExampleGen'] == 'CACHED'
+  assert states['Transform'] == 'COMPLETE' and states['Trainer'] == 'COMPLETE'
+  assert all(s in ('COMPLETE', 'CACHED') for s in states.values())
+
+
+def test_split_counts_are_the_seeds(runs):
+  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  run_id = runs['resumed']['run_id']
+  examples_uri = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'examples')
+  props = run_summary.artifact_properties(store, examples_uri)
+  assert (props['rows_train'], props['rows_eval'], props['rows_test']) == (65336, 15778, 18886)
+  assert props['rows_quarantined'] == 0
+
+
+def test_model_beats_the_global_mean_and_is_blessed_and_pushed(runs):
+  resumed = runs['resumed']
+  metrics = resumed['test_metrics']
+  assert metrics['example_count'] == 18886
+  assert metrics['root_mean_squared_error'] < GLOBAL_MEAN_RMSE
+  assert resumed['blessed'] and resumed['pushed']
+  version_dir = resumed['pushed_destination']
+  assert os.path.dirname(version_dir) == str(runs['root'] / 'serving' / configs.MODEL_NAME)
+  assert os.path.basename(version_dir).isdigit()  # TF Serving's <name>/<version>/ layout
+
+
+def test_rerun_with_unchanged_inputs_is_served_from_cache(runs):
+  states = {k: v['state'] for k, v in runs['cached']['components'].items()}
+  for component in ('MovieLensExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer'):
+    assert states[component] == 'CACHED', states
+
+
+def test_rerun_does_not_push_the_same_model_twice(runs):
+  cached = runs['cached']
+  assert cached['pushed'] and cached['pushed_destination'] == runs['resumed']['pushed_destination']
+  assert os.listdir(runs['root'] / 'serving' / configs.MODEL_NAME) == [
+      os.path.basename(cached['pushed_destination'])]
+
+
+def test_pushed_model_predicts_ratings_from_raw_values(runs):
+  model = tf.saved_model.load(runs['resumed']['pushed_destination'])
+  serve = model.signatures['serving_default']
+  # A known user and movie, and ids the model never saw.
+  out = serve(user_id=tf.constant(['196', 'no-such-user']), movie_id=tf.constant(['242', '99999']))
+  ratings = out[PREDICTION_KEY].numpy().ravel()
+  assert ratings.shape == (2,) and np.isfinite(ratings).all()
+  assert ((ratings > 0.5) & (ratings < 5.5)).all()

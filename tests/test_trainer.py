@@ -1,0 +1,100 @@
+"""Model shapes, hyperparameter resolution and the SavedModel round trip."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer import hparams as hp
+from trainer.models import PREDICTION_KEY, RankingModel
+from trainer.signatures import make_serving_signatures
+from trainer.task import build_model
+from transforms import features as f
+
+pytestmark = pytest.mark.unit
+xf = f.transformed_name
+
+
+def test_hparams_defaults_are_the_seed_model():
+  params = hp.resolve(None)
+  assert (params.embedding_dim, params.layer_sizes, params.optimizer) == (32, (256, 64), 'adagrad')
+  assert (params.learning_rate, params.l2, params.epochs, params.batch_size) == (0.1, 0.01, 50, 8192)
+
+
+def test_hparams_tuner_overrides_custom_config_overrides_defaults():
+  params = hp.resolve({'hparams': {'epochs': 3, 'learning_rate': 0.5}}, tuned={'learning_rate': 0.2})
+  assert params.epochs == 3 and params.learning_rate == 0.2 and params.embedding_dim == 32
+
+
+def test_hparams_unknown_key_names_the_known_ones():
+  with pytest.raises(ValueError, match='Unknown hyperparameters.*embedding_dim'):
+    hp.resolve({'hparams': {'embeding_dim': 8}})
+
+
+def test_ranking_model_predicts_one_rating_per_example_and_learns():
+  tf.keras.utils.set_random_seed(0)
+  rng = np.random.default_rng(0)
+  n = 512
+  users, movies = rng.integers(0, 20, n), rng.integers(0, 30, n)
+  ratings = (1 + (users % 5)).astype('float32')  # depends on the user only
+  data = {xf(f.USER_ID): users, xf(f.MOVIE_ID): movies, f.LABEL_KEY: ratings}
+  model = RankingModel(21, 31, embedding_dim=8, layer_sizes=(16,))
+  model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+  assert model(data).shape == (n, 1)
+  history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=30, verbose=0)
+  assert history.history['rmse'][-1] < 0.5 * history.history['rmse'][0]
+
+
+def test_build_model_sizes_embeddings_from_transform_vocabularies(tiny_transform):
+  out_dir, rows, _ = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  model = build_model(hp.DEFAULTS.replace(embedding_dim=4, layer_sizes=(8,)), output)
+  model({xf(f.USER_ID): tf.constant([0]), xf(f.MOVIE_ID): tf.constant([0])})
+  n_users = len({r[f.USER_ID][0] for r in rows})
+  assert model.user_embedding.input_dim == n_users + f.OOV_BUCKETS
+
+
+def test_build_model_rejects_unknown_names(tiny_transform):
+  output = tft.TFTransformOutput(tiny_transform[0])
+  with pytest.raises(ValueError, match='Unknown model'):
+    build_model(hp.DEFAULTS.replace(model='nope'), output)
+  with pytest.raises(ValueError, match='Unknown optimizer'):
+    build_model(hp.DEFAULTS.replace(optimizer='nope'), output)
+
+
+def _serialized(row):
+  feature = {}
+  for key, values in row.items():
+    if key == f.LABEL_KEY:
+      continue
+    if values and isinstance(values[0], bytes):
+      feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    elif values and isinstance(values[0], float):
+      feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    else:
+      feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def test_saved_model_round_trip_serves_raw_values_and_tf_examples(tiny_transform, tmp_path):
+  out_dir, rows, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  model = build_model(hp.DEFAULTS.replace(embedding_dim=4, layer_sizes=(8,)), output)
+  batch = {k: tf.constant([t[k] for t in transformed]) for k in (xf(f.USER_ID), xf(f.MOVIE_ID))}
+  expected = model(batch).numpy()
+  export_dir = str(tmp_path / 'model')
+  tf.saved_model.save(model, export_dir,
+                      signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
+
+  loaded = tf.saved_model.load(export_dir)
+  assert set(loaded.signatures) == {'serving_default', 'serving_tf_example', 'transform_features'}
+  raw = loaded.signatures['serving_default'](
+      user_id=tf.constant([r[f.USER_ID][0] for r in rows]),
+      movie_id=tf.constant([r[f.MOVIE_ID][0] for r in rows]))[PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(raw, expected, rtol=1e-5)
+  examples = tf.constant([_serialized(r) for r in rows])
+  from_examples = loaded.signatures['serving_tf_example'](examples=examples)[PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(from_examples, expected, rtol=1e-5)
+  # Unknown users and movies get a prediction, not an error.
+  unknown = loaded.signatures['serving_default'](user_id=tf.constant([b'no-such-user']),
+                                                 movie_id=tf.constant([b'no-such-movie']))
+  assert np.isfinite(unknown[PREDICTION_KEY].numpy()).all()

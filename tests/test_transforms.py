@@ -1,0 +1,70 @@
+"""preprocessing_fn, run for real through tft_beam on tiny generated rows."""
+import datetime
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from transforms import features as f
+from transforms.preprocessing import AGE_BOUNDARIES
+
+pytestmark = pytest.mark.unit
+xf = f.transformed_name
+
+
+def test_ids_come_from_train_vocabulary_with_oov(tiny_transform):
+  out_dir, rows, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  n_users = output.vocabulary_size_by_name(f.USER_VOCAB)
+  assert n_users == len({r[f.USER_ID][0] for r in rows})
+  ids = [t[xf(f.USER_ID)] for t in transformed]
+  assert min(ids) >= 0 and max(ids) < n_users  # every train user is in the vocabulary
+  # The same raw user always maps to the same id.
+  by_user = {}
+  for raw, t in zip(rows, transformed):
+    assert by_user.setdefault(raw[f.USER_ID][0], t[xf(f.USER_ID)]) == t[xf(f.USER_ID)]
+
+
+def test_unseen_ids_map_to_the_oov_bucket(tiny_transform, tmp_path):
+  out_dir, rows, _ = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  layer = output.transform_features_layer()
+  raw = {f.USER_ID: tf.constant([[b'0'], [b'never-seen']]), f.MOVIE_ID: tf.constant([[b'1'], [b'999999']])}
+  got = layer(raw)
+  n_users = output.vocabulary_size_by_name(f.USER_VOCAB)
+  n_movies = output.vocabulary_size_by_name(f.MOVIE_VOCAB)
+  assert got[xf(f.USER_ID)].numpy()[1] == n_users  # the first OOV bucket
+  assert got[xf(f.MOVIE_ID)].numpy()[1] == n_movies
+  assert got[xf(f.USER_ID)].numpy()[0] < n_users
+
+
+def test_genres_are_multi_hot_in_u_genre_order(tiny_transform):
+  _, rows, transformed = tiny_transform
+  for raw, t in zip(rows, transformed):
+    expected = np.array([float(name.encode() in raw[f.GENRES]) for name in f.GENRE_NAMES])
+    np.testing.assert_array_equal(np.asarray(t[xf(f.GENRES)]), expected)
+
+
+def test_missing_release_year_is_imputed_and_flagged(tiny_transform):
+  _, rows, transformed = tiny_transform
+  flags = {bool(raw[f.RELEASE_YEAR]): t[xf('release_year_known')] for raw, t in zip(rows, transformed)}
+  assert flags == {True: 1.0, False: 0.0}
+  missing = [t[xf(f.RELEASE_YEAR)] for raw, t in zip(rows, transformed) if not raw[f.RELEASE_YEAR]]
+  # Imputed with the train mean, so its z-score is 0.
+  assert np.allclose(missing, 0.0, atol=1e-5)
+
+
+def test_time_features_match_python_datetime(tiny_transform):
+  _, rows, transformed = tiny_transform
+  for raw, t in zip(rows, transformed):
+    when = datetime.datetime.fromtimestamp(raw[f.TIMESTAMP][0], tz=datetime.timezone.utc)
+    assert t[xf('hour')] == when.hour
+    assert t[xf('weekday')] == when.weekday()
+
+
+def test_age_buckets_and_label_pass_through(tiny_transform):
+  _, rows, transformed = tiny_transform
+  for raw, t in zip(rows, transformed):
+    assert t[xf('age_bucket')] == int(np.searchsorted(AGE_BOUNDARIES, raw[f.USER_AGE][0], side='right'))
+    assert t[f.LABEL_KEY] == pytest.approx(raw[f.RATING][0])
