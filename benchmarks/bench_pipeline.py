@@ -12,12 +12,14 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
 from benchmarks import common
+from trainer import hparams
 
 NAME = 'pipeline'
 
@@ -35,6 +37,9 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--data-dir', default=os.environ.get('MOVIELENS_DATA_DIR', ''))
   parser.add_argument('--epochs', type=int, default=None, help='default: the seed\'s 50')
+  parser.add_argument('--extra-seeds', default='1,2',
+                      help='Retrain with these seeds too (Trainer and Evaluator only; the rest is cached) '
+                           'to put an error bar on the test RMSE.')
   args = parser.parse_args(argv)
 
   root = tempfile.mkdtemp(prefix='bench-pipeline-')
@@ -46,6 +51,12 @@ def main(argv=None):
     print(f'[bench-pipeline] full run {wall:.1f}s; rerunning with unchanged inputs ...', flush=True)
     rerun_wall, rerun = _timed_run(run_args, os.path.join(root, 'rerun.json'))
     cached_wall, cached = _timed_run(run_args, os.path.join(root, 'cached.json'))
+    rmse_by_seed = {hparams.DEFAULTS.seed: first['test_metrics']['root_mean_squared_error']}
+    for seed in [int(s) for s in args.extra_seeds.split(',') if s]:
+      print(f'[bench-pipeline] retraining with seed {seed} ...', flush=True)
+      _, seeded = _timed_run(run_args + ['--hparams', json.dumps({'seed': seed})],
+                             os.path.join(root, f'seed{seed}.json'))
+      rmse_by_seed[seed] = seeded['test_metrics']['root_mean_squared_error']
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
   finally:
     shutil.rmtree(root, ignore_errors=True)
@@ -60,6 +71,9 @@ def main(argv=None):
       'peak_rss_mb': round(peak_mb),
       'test_rmse': round(first['test_metrics']['root_mean_squared_error'], 4),
       'test_mae': round(first['test_metrics']['mean_absolute_error'], 4),
+      'test_rmse_by_seed': {str(k): round(v, 4) for k, v in rmse_by_seed.items()},
+      'test_rmse_mean': round(statistics.mean(rmse_by_seed.values()), 4),
+      'test_rmse_std': round(statistics.pstdev(rmse_by_seed.values()), 4),
       'blessed': first.get('blessed'),
       'epochs': args.epochs or 50,
   }
@@ -71,7 +85,8 @@ def _table(r):
   return '\n'.join([
       f'End to end: **{r["wall_s"]} s**, fully cached rerun **{r["cached_rerun_s"]} s** '
       f'(first rerun after a new blessing: {r["first_rerun_s"]} s), peak RSS {r["peak_rss_mb"]} MB, '
-      f'test RMSE **{r["test_rmse"]}** (MAE {r["test_mae"]}), {r["epochs"]} epochs.',
+      f'test RMSE **{r["test_rmse"]}** (MAE {r["test_mae"]}), {r["epochs"]} epochs; over seeds '
+      f'{", ".join(r["test_rmse_by_seed"])}: **{r["test_rmse_mean"]} ± {r["test_rmse_std"]}**.',
       '',
       '| component | seconds |',
       '| --- | ---: |',
