@@ -22,11 +22,11 @@ from typing import List, Optional  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
+from components.movielens_example_gen import parsing  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
-_FINGERPRINTED_FILES = ('u.data', 'u.item', 'u.user')
 # INFO lines worth a person's attention; the rest shows with --verbose.
 _PROGRESS = re.compile(r'^(Component \S+ is (running|finished)|MovieLensExampleGen|Trainer epoch|Downloading'
                        r'|Saved model|This model is already served|Model written to serving path)')
@@ -44,11 +44,11 @@ def data_fingerprint(data_dir: str) -> str:
   if not data_dir:
     return 'auto'
   digest = hashlib.md5()
-  for name in _FINGERPRINTED_FILES:
+  for name in parsing.REQUIRED_FILES:
     path = os.path.join(data_dir, name)
     if not os.path.exists(path):
       raise SystemExit(f'{path} is missing: --data-dir must be a GroupLens ml-100k folder '
-                       f'holding {", ".join(_FINGERPRINTED_FILES)}.')
+                       f'holding {", ".join(parsing.REQUIRED_FILES)}.')
     with open(path, 'rb') as fh:
       digest.update(fh.read())
   return digest.hexdigest()
@@ -132,7 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   logging.set_verbosity(logging.INFO)
   if not args.verbose:
-    logging.get_absl_handler().addFilter(_ProgressFilter())
+    # On the logger, not a handler: TFX and Beam add handlers of their own.
+    py_logging.getLogger('absl').addFilter(_ProgressFilter())
   pipeline, metadata_path, _ = build(args)
   start = time.time()
   tfx.orchestration.LocalDagRunner().run(pipeline)

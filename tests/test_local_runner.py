@@ -1,0 +1,48 @@
+"""The local runner's CLI and the pipeline it builds, without running it."""
+import pytest
+
+from pipeline import configs, local_runner
+
+pytestmark = pytest.mark.unit
+
+COMPONENT_IDS = ['MovieLensExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
+                 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'Pusher']
+
+
+def _data_dir(tmp_path, ratings=b'1\t1\t5\t881250949\n'):
+  for name, content in (('u.data', ratings), ('u.item', b'item'), ('u.user', b'user')):
+    (tmp_path / name).write_bytes(content)
+  return tmp_path
+
+
+def test_fingerprint_changes_with_the_data(tmp_path):
+  before = local_runner.data_fingerprint(str(_data_dir(tmp_path)))
+  assert local_runner.data_fingerprint(str(_data_dir(tmp_path))) == before
+  after = local_runner.data_fingerprint(str(_data_dir(tmp_path, ratings=b'1\t1\t4\t881250949\n')))
+  assert after != before
+
+
+def test_missing_input_file_says_what_the_folder_must_hold(tmp_path):
+  (tmp_path / 'u.data').write_bytes(b'')
+  with pytest.raises(SystemExit, match='u.item.*must be a GroupLens ml-100k folder'):
+    local_runner.data_fingerprint(str(tmp_path))
+
+
+def test_build_wires_every_component_with_the_chosen_runner(tmp_path):
+  args = local_runner.parse_args(['--data-dir', str(_data_dir(tmp_path)), '--output-root', str(tmp_path / 'out'),
+                                  '--epochs', '3', '--runner', 'multi_processing'])
+  pipeline, metadata_path, config = local_runner.build(args)
+  order = [c.id for c in pipeline.components]  # topologically sorted
+  assert sorted(order) == sorted(COMPONENT_IDS)
+  chain = ['MovieLensExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
+  assert [order.index(c) for c in chain] == sorted(order.index(c) for c in chain)
+  assert pipeline.beam_pipeline_args == configs.BEAM_PIPELINE_ARGS['multi_processing']
+  assert config.hparams == {'epochs': 3}
+  assert metadata_path.startswith(str(tmp_path / 'out'))
+  assert config.serving_model_dir == str(tmp_path / 'out' / 'serving')
+
+
+def test_defaults_are_in_memory_and_the_seed_threshold(monkeypatch):
+  monkeypatch.delenv(local_runner.DATA_DIR_ENV, raising=False)
+  args = local_runner.parse_args([])
+  assert (args.runner, args.data_dir, args.rmse_threshold) == ('in_memory', '', configs.DEFAULT_RMSE_THRESHOLD)
