@@ -12,6 +12,7 @@ MODEL_NAME = 'movielens_ranking'
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSFORM_MODULE_FILE = os.path.join(_REPO_ROOT, 'transforms', 'preprocessing.py')
 TRAINER_MODULE_FILE = os.path.join(_REPO_ROOT, 'trainer', 'task.py')
+SCHEMA_FILE = os.path.join(_REPO_ROOT, 'schema', 'schema.pbtxt')
 
 # Global-mean RMSE on the seed's test split: a model must beat it to ship.
 DEFAULT_RMSE_THRESHOLD = 1.117
@@ -33,7 +34,10 @@ class PipelineConfig:
       when the files change under the same path.
     split_config: a ``SplitConfig.to_json()`` string; None is the seed's time split.
     max_bad_fraction: quarantined rows above this fraction fail ExampleGen.
-    schema_path: a curated schema folder for ImportSchemaGen; None infers one.
+    schema_path: the curated schema for ImportSchemaGen; None infers one with SchemaGen.
+    oov_thresholds: id feature to the largest share of eval/test ids unseen
+      in train; None is components.data_validator.checks.DEFAULT_OOV_THRESHOLDS.
+    fail_on_anomalies: stop the run when data validation finds anything.
     hparams: Trainer hyperparameter overrides (see trainer/hparams.py).
     transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
@@ -45,7 +49,9 @@ class PipelineConfig:
   data_fingerprint: str = ''
   split_config: Optional[str] = None
   max_bad_fraction: float = 0.01
-  schema_path: Optional[str] = None
+  schema_path: Optional[str] = SCHEMA_FILE
+  oov_thresholds: Optional[Dict[str, float]] = None
+  fail_on_anomalies: bool = True
   hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
   transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD

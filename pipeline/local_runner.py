@@ -29,7 +29,7 @@ from pipeline.pipeline import create_pipeline  # noqa: E402
 DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
 # INFO lines worth a person's attention; the rest shows with --verbose.
 _PROGRESS = re.compile(r'^(Component \S+ is (running|finished)|MovieLensExampleGen|Trainer epoch|Downloading'
-                       r'|Saved model|This model is already served|Model written to serving path)')
+                       r'|Saved model|This model is already served|Model written to serving path|Data validation')
 
 
 class _ProgressFilter(py_logging.Filter):
@@ -73,6 +73,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='Fail ExampleGen when more than this fraction of rows is quarantined.')
   parser.add_argument('--rmse-threshold', type=float, default=configs.DEFAULT_RMSE_THRESHOLD,
                       help='Bless only models whose test RMSE is below this.')
+  parser.add_argument('--infer-schema', action='store_true',
+                      help='Infer a schema with SchemaGen instead of loading schema/schema.pbtxt.')
+  parser.add_argument('--no-data-gate', action='store_true',
+                      help='Report data anomalies but train and push anyway.')
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   parser.add_argument('--summary-json', default=None, help='Also write the run summary here.')
   parser.add_argument('--verbose', action='store_true', help='Show every INFO log line, not only progress.')
@@ -92,6 +96,8 @@ def build(args: argparse.Namespace):
       data_dir=data_dir,
       data_fingerprint=data_fingerprint(data_dir),
       max_bad_fraction=args.max_bad_fraction,
+      schema_path=None if args.infer_schema else configs.SCHEMA_FILE,
+      fail_on_anomalies=not args.no_data_gate,
       hparams=hparams,
       rmse_threshold=args.rmse_threshold)
   metadata_path = os.path.join(root, 'metadata', configs.PIPELINE_NAME, 'metadata.db')

@@ -7,6 +7,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import idempotent_pusher
+from components.data_validator import DataValidator
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from pipeline.configs import PipelineConfig
 from trainer.models import PREDICTION_KEY
@@ -75,10 +76,15 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
     schema_gen = tfx.components.SchemaGen(
         statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True).with_id('SchemaGen')
 
-  # Anomalies of every split against the schema.
-  example_validator = tfx.components.ExampleValidator(
+  # Schema anomalies of every split, drift and id OOV of eval/test against
+  # train; fails the run on any, so nothing is trained on bad data.
+  example_validator = DataValidator(
       statistics=statistics_gen.outputs['statistics'],
-      schema=schema_gen.outputs['schema']).with_id('ExampleValidator')
+      schema=schema_gen.outputs['schema'],
+      examples=example_gen.outputs['examples'],
+      quarantine=example_gen.outputs['quarantine'],
+      oov_thresholds=config.oov_thresholds,
+      fail_on_anomalies=config.fail_on_anomalies).with_id('ExampleValidator')
 
   # Vocabularies and scalings fitted on train only, applied to train and eval;
   # the Evaluator runs the same graph inside the model on raw test examples.
@@ -91,6 +97,9 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       disable_statistics=not config.transform_statistics,
       splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval'])
   ).with_id('Transform')
+  # Transform consumes no output of the validator, so order it explicitly:
+  # a failed validation stops the run before anything is trained or pushed.
+  transform.add_upstream_node(example_validator)
 
   # A Tuner goes here: its best_hyperparameters feed Trainer's
   # `hyperparameters`, and trainer/hparams.py holds the defaults without it.

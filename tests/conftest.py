@@ -19,17 +19,12 @@ def ml100k_dir() -> pathlib.Path:
   return ML100K_DIR
 
 
-# Raw feature spec as SchemaGen infers it from ExampleGen's output:
-# scalars are [1], genres and the sometimes-missing release year VarLen.
 def raw_feature_spec():
-  import tensorflow as tf
-  from transforms import features as f
-  spec = {name: tf.io.FixedLenFeature([1], tf.string) for name in f.STRING_FEATURES}
-  spec.update({name: tf.io.FixedLenFeature([1], tf.int64) for name in f.INT_FEATURES})
-  spec[f.GENRES] = tf.io.VarLenFeature(tf.string)
-  spec[f.RELEASE_YEAR] = tf.io.VarLenFeature(tf.int64)
-  spec[f.RATING] = tf.io.FixedLenFeature([1], tf.float32)
-  return spec
+  """The raw feature spec the pipeline's Transform gets, from the curated schema."""
+  import tensorflow_data_validation as tfdv
+  from tensorflow_transform.tf_metadata import schema_utils
+  from pipeline import configs
+  return schema_utils.schema_as_feature_spec(tfdv.load_schema_text(configs.SCHEMA_FILE)).feature_spec
 
 
 def make_raw_rows(n_rows=200, n_users=12, n_movies=9, seed=0):

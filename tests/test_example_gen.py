@@ -54,6 +54,8 @@ ITEMS = [
     (_item(1, 'Toy Story again', '', []), parsing.DUPLICATE_ID),
     (_item('x', 'Bad Id', '', []), parsing.BAD_ID),
     ('9|too few', parsing.WRONG_FIELD_COUNT),
+    (_item(10, 'CafÃ© Society (1995)', '01-Jan-1995', []), parsing.BAD_ENCODING),
+    (_item(11, 'Old (1800)', '01-Jan-1800', []), parsing.BAD_RELEASE_DATE),
 ]
 USERS = [
     ('1|24|M|technician|85711', None),
@@ -64,6 +66,9 @@ USERS = [
     ('abc|30|M|writer|1', parsing.BAD_ID),
     ('2|99|F|other|1', parsing.DUPLICATE_ID),
     ('1|2|3', parsing.WRONG_FIELD_COUNT),
+    ('6|0|M|writer|00000', parsing.BAD_AGE),     # a sentinel age
+    ('7|999|F|writer|00000', parsing.BAD_AGE),
+    ('8|30|F|wri\x07ter|00000', parsing.BAD_ENCODING),
 ]
 # Valid timestamps run from 1000 to 2000: train is ts <= 1600, eval
 # ts <= 1800, test the rest.
@@ -92,7 +97,23 @@ RATINGS = [
     ('1\t1\t2\t5000', parsing.DUPLICATE),        # must not move the max
     ('2\t1\t3\t1500', parsing.DUPLICATE),        # ties line 3, comes later
     ('1\t2\t1\t1090', None),                     # train, beats line 2
+    # The seed's sentinels: 0 and 9999.9.
+    ('1\t4\t9999.9\t1200', parsing.BAD_RATING),
+    ('1\t4\t4\t0', parsing.BAD_TIMESTAMP),
 ]
+# Real timestamps start in 1995 (features.TIMESTAMP_RANGE); the small numbers
+# above read easier, so every valid-looking one is moved by T0.
+T0 = 880_000_000
+
+
+def _shifted(line):
+  fields = line.split('\t')
+  if len(fields) == 4 and fields[3].isdigit() and fields[3] != '0':
+    fields[3] = str(T0 + int(fields[3]))
+  return '\t'.join(fields)
+
+
+RATINGS = [(_shifted(line), reason) for line, reason in RATINGS]
 EXPECTED_SPLITS = {'train': 4, 'eval': 2, 'test': 2}
 
 
@@ -630,10 +651,10 @@ def test_executor_writes_splits(tiny_run):
       for name, rows in by_split.items()
   }
   assert keys == {
-      'train': [('1', '1', 1000), ('1', '2', 1090), ('2', '1', 1500),
-                ('3', '1', 1600)],
-      'eval': [('2', '3', 1700), ('3', '2', 1800)],
-      'test': [('2', '2', 1900), ('3', '4', 2000)],
+      'train': [('1', '1', T0 + 1000), ('1', '2', T0 + 1090), ('2', '1', T0 + 1500),
+                ('3', '1', T0 + 1600)],
+      'eval': [('2', '3', T0 + 1700), ('3', '2', T0 + 1800)],
+      'test': [('2', '2', T0 + 1900), ('3', '4', T0 + 2000)],
   }
   joined = {(_values(e, features.USER_ID)[0], _values(e, features.MOVIE_ID)[0]):
             e for rows in by_split.values() for e in rows}
@@ -670,7 +691,7 @@ def test_executor_sets_examplegen_properties(tiny_run):
       'rows_test': 2,
   }
   assert properties['data_source_path'].endswith('ml-100k')
-  assert quarantine.get_int_custom_property('rows_quarantined') == 16
+  assert quarantine.get_int_custom_property('rows_quarantined') == 18
 
 
 @pytest.mark.unit
@@ -697,20 +718,20 @@ def test_executor_summary(tiny_run):
   assert summary['source']['kind'] == sources.DATA_DIR
   assert summary['rows_read'] == len(RATINGS)
   assert summary['counts_by_reason'] == _expected_reasons(RATINGS)
-  assert summary['rows_quarantined'] == 16
+  assert summary['rows_quarantined'] == 18
   assert summary['counts_per_split'] == EXPECTED_SPLITS
   assert summary['rows_read'] == (summary['rows_quarantined'] +
                                   sum(summary['counts_per_split'].values()))
   assert summary['lookup_files'] == {
-      'u.item': {'rows_read': len(ITEMS), 'rows_quarantined': 5,
+      'u.item': {'rows_read': len(ITEMS), 'rows_quarantined': 7,
                  'counts_by_reason': _expected_reasons(ITEMS)},
-      'u.user': {'rows_read': len(USERS), 'rows_quarantined': 5,
+      'u.user': {'rows_read': len(USERS), 'rows_quarantined': 8,
                  'counts_by_reason': _expected_reasons(USERS)},
   }
   # Quarantined rows with timestamps 1 and 5000 do not widen the range.
-  assert summary['timestamp_range'] == [1000, 2000]
-  assert summary['split_boundaries'] == {'train_end_timestamp': 1600.0,
-                                         'eval_end_timestamp': 1800.0}
+  assert summary['timestamp_range'] == [T0 + 1000, T0 + 2000]
+  assert summary['split_boundaries'] == {'train_end_timestamp': T0 + 1600.0,
+                                         'eval_end_timestamp': T0 + 1800.0}
   shown = [(r['file'], r['line']) for r in summary['examples']]
   assert shown == sorted(shown)
   assert ('u.data', 12) in shown  # the first bad_rating
@@ -726,7 +747,7 @@ def test_executor_fails_above_max_bad_fraction(tmp_path):
       split_config=SplitConfig(kind='random', seed=1).to_json())
   assert error is not None
   message = str(error)
-  assert 'quarantined 16 of 24 ratings' in message
+  assert 'quarantined 18 of 26 ratings' in message
   assert 'max_bad_fraction=0.5' in message
   assert os.path.join(quarantine.uri, 'quarantine.jsonl') in message
   # The quarantine is written before the check, for the user to look at.

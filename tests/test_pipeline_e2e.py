@@ -22,7 +22,7 @@ from trainer.models import PREDICTION_KEY
 pytestmark = pytest.mark.e2e
 
 EPOCHS = 20
-ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform',
+ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
                   'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'Pusher'}
 GLOBAL_MEAN_RMSE = 1.117
 
@@ -95,7 +95,7 @@ def test_model_beats_the_global_mean_and_is_blessed_and_pushed(runs):
 
 def test_rerun_with_unchanged_inputs_is_served_from_cache(runs):
   states = {k: v['state'] for k, v in runs['cached']['components'].items()}
-  for component in ('MovieLensExampleGen', 'StatisticsGen', 'SchemaGen', 'Transform', 'Trainer'):
+  for component in ('MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer'):
     assert states[component] == 'CACHED', states
 
 

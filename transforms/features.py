@@ -28,6 +28,14 @@ INT_FEATURES = (USER_AGE, TIMESTAMP)
 OPTIONAL_INT_FEATURES = (RELEASE_YEAR,)
 MULTI_STRING_FEATURES = (GENRES,)
 
+# Valid ranges of raw values. MovieLensExampleGen quarantines rows outside
+# them and schema/schema.pbtxt states the same bounds (tests/test_schema.py).
+RATING_RANGE = (1.0, 5.0)
+AGE_RANGE = (1, 120)
+RELEASE_YEAR_RANGE = (1900, 2030)
+# 1995-01-01 (before MovieLens existed) to 2100-01-01; 0 is a common sentinel.
+TIMESTAMP_RANGE = (788918400, 4102444800)
+
 # The 19 genres of u.genre, in its order (the u.item flag columns follow it).
 GENRE_NAMES = (
     'unknown', 'Action', 'Adventure', 'Animation', "Children's", 'Comedy',

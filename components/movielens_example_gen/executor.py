@@ -3,7 +3,7 @@
 import dataclasses
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -26,16 +26,9 @@ _MAIN = 'main'
 _BAD = 'bad'
 
 
-def _numbered_lines(path: str) -> Iterator[Tuple[int, str]]:
-  """Yields (1-based line number, line without its ending) of a file."""
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    for line_no, line in enumerate(f, start=1):
-      yield line_no, line.decode(parsing.ENCODING).rstrip('\r\n')
-
-
 def _read_lookup(path: str, file_name: str, parse_line):
   """Parses all of u.item or u.user: one (table, rows_read), and BadRows."""
-  numbered = list(_numbered_lines(path))
+  numbered = list(parsing.read_numbered_lines(path))
   table, bad_rows = parsing.parse_lookup_file(file_name, numbered, parse_line)
   yield table, len(numbered)
   for row in bad_rows:

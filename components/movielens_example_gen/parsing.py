@@ -12,7 +12,7 @@ tests call them directly.
 import json
 import math
 import re
-from typing import (Dict, Iterable, List, NamedTuple, Optional, Sequence,
+from typing import (Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence,
                     Tuple, Union)
 
 import tensorflow as tf
@@ -41,9 +41,9 @@ BAD_GENRE_FLAGS = 'bad_genre_flags'
 BAD_AGE = 'bad_age'
 BAD_GENDER = 'bad_gender'
 DUPLICATE_ID = 'duplicate_id'
+BAD_ENCODING = 'bad_encoding'
 
-RATING_MIN = 1.0
-RATING_MAX = 5.0
+RATING_MIN, RATING_MAX = features.RATING_RANGE
 
 _RATING_FIELDS = 4
 _USER_FIELDS = 5
@@ -53,6 +53,10 @@ _GENDERS = ('M', 'F')
 
 # str.isdigit() also accepts '²' and friends, which int() rejects.
 _DIGITS = re.compile(r'[0-9]+')
+# Text that is not clean latin-1: C0/C1 control characters (a latin-1 file
+# never holds them; cp1252 or binary junk does), the replacement character,
+# or UTF-8 read as latin-1 ('CafÃ©').
+_BAD_TEXT = re.compile('[\x00-\x08\x0a-\x1f\x7f-\x9f\ufffd]|[\xc2\xc3][\x80-\xbf]')
 _RELEASE_DATE = re.compile(
     r'[0-9]{1,2}-(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-'
     r'([0-9]{4})')
@@ -104,12 +108,31 @@ class User(NamedTuple):
   zip_code: str
 
 
+def read_numbered_lines(path: str) -> Iterator[Tuple[int, str]]:
+  """Yields (1-based line number, line without its ending) of a GroupLens file."""
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    for line_no, line in enumerate(f, start=1):
+      yield line_no, line.decode(ENCODING).rstrip('\r\n')
+
+
 def _canonical_id(text: str) -> Optional[str]:
   """Returns the id without padding or leading zeros, or None if not an id."""
   text = text.strip()
   if not _DIGITS.fullmatch(text):
     return None
   return str(int(text))
+
+
+def _bad_text(file_name: str, line_no: int, line: str, what: str,
+              text: str) -> Optional[BadRow]:
+  """A bad_encoding BadRow if ``text`` is not clean latin-1 text, else None."""
+  match = _BAD_TEXT.search(text)
+  if match is None:
+    return None
+  return BadRow(file_name, line_no, BAD_ENCODING, line,
+                f'{what} {text!r} holds {match.group()!r} at {match.start()}: '
+                'control characters or UTF-8 read as latin-1; re-export the '
+                'file as latin-1')
 
 
 def _fields(file_name: str, line_no: int, line: str, separator: str,
@@ -154,9 +177,11 @@ def parse_rating_line(line_no: int, line: str) -> Union[Rating, BadRow]:
                   f'rating {fields[2]!r} is not a number in '
                   f'{RATING_MIN:g}..{RATING_MAX:g}')
   timestamp = fields[3].strip()
-  if not _DIGITS.fullmatch(timestamp):
+  low, high = features.TIMESTAMP_RANGE
+  if not (_DIGITS.fullmatch(timestamp) and low <= int(timestamp) <= high):
     return BadRow(U_DATA, line_no, BAD_TIMESTAMP, line,
-                  f'timestamp {fields[3]!r} is not a non-negative integer')
+                  f'timestamp {fields[3]!r} is not an integer in {low}..{high} '
+                  '(1995-01-01..2100-01-01 in unix seconds)')
   return Rating(user_id, movie_id, rating, int(timestamp), line_no, line)
 
 
@@ -189,10 +214,17 @@ def parse_movie_line(line_no: int,
       return BadRow(U_ITEM, line_no, BAD_RELEASE_DATE, line,
                     f'release date {fields[2]!r} is not like 01-Jan-1995')
     release_year = int(match.group(1))
+    low, high = features.RELEASE_YEAR_RANGE
+    if not low <= release_year <= high:
+      return BadRow(U_ITEM, line_no, BAD_RELEASE_DATE, line,
+                    f'release year {release_year} is not in {low}..{high}')
   flags = [flag.strip() for flag in fields[5:]]
   if any(flag not in ('0', '1') for flag in flags):
     return BadRow(U_ITEM, line_no, BAD_GENRE_FLAGS, line,
                   f'genre flags {flags} are not all 0 or 1')
+  encoding_problem = _bad_text(U_ITEM, line_no, line, 'title', fields[1])
+  if encoding_problem:
+    return encoding_problem
   genres = tuple(
       name for name, flag in zip(features.GENRE_NAMES, flags) if flag == '1')
   # Three GroupLens titles end in a space; the recbole copy has none, and a
@@ -221,13 +253,18 @@ def parse_user_line(line_no: int,
     return BadRow(U_USER, line_no, BAD_ID, line,
                   f'user id {fields[0]!r} is not a non-negative integer')
   age = fields[1].strip()
-  if not _DIGITS.fullmatch(age):
+  low, high = features.AGE_RANGE
+  if not (_DIGITS.fullmatch(age) and low <= int(age) <= high):
     return BadRow(U_USER, line_no, BAD_AGE, line,
-                  f'age {fields[1]!r} is not a non-negative integer')
+                  f'age {fields[1]!r} is not an integer in {low}..{high}')
   gender = fields[2].strip()
   if gender not in _GENDERS:
     return BadRow(U_USER, line_no, BAD_GENDER, line,
                   f'gender {fields[2]!r} is not one of {_GENDERS}')
+  for name, text in (('occupation', fields[3]), ('zip code', fields[4])):
+    encoding_problem = _bad_text(U_USER, line_no, line, name, text)
+    if encoding_problem:
+      return encoding_problem
   return user_id, User(int(age), gender, fields[3].strip(), fields[4].strip())
 
 
