@@ -22,14 +22,16 @@ from typing import List, Optional  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
+from components.data_validator import DataValidationError  # noqa: E402
 from components.movielens_example_gen import parsing  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 
 DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
+DATA_VALIDATION_FAILED = 3
 # INFO lines worth a person's attention; the rest shows with --verbose.
 _PROGRESS = re.compile(r'^(Component \S+ is (running|finished)|MovieLensExampleGen|Trainer epoch|Downloading'
-                       r'|Saved model|This model is already served|Model written to serving path|Data validation')
+                       r'|Saved model|This model is already served|Model written to serving path|Data validation)')
 
 
 class _ProgressFilter(py_logging.Filter):
@@ -120,6 +122,12 @@ def summarize(metadata_path: str, pipeline_name: str, wall_s: float) -> dict:
   if examples:
     properties = run_summary.artifact_properties(store, examples)
     summary['data'] = {k: v for k, v in properties.items() if k.startswith(('data_source', 'rows_'))}
+    quarantine = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'quarantine')
+    with open(os.path.join(quarantine, 'summary.json')) as fh:
+      summary['data']['quarantined_by_reason'] = json.load(fh)['counts_by_reason']
+  anomalies = run_summary.output_uri(store, run_id, 'ExampleValidator', 'anomalies')
+  if anomalies:
+    summary['data_validation_report'] = os.path.join(anomalies, 'report.html')
   evaluation = run_summary.output_uri(store, run_id, 'Evaluator', 'evaluation')
   if evaluation:
     summary['test_metrics'] = run_summary.evaluation_metrics(evaluation)
@@ -142,7 +150,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     py_logging.getLogger('absl').addFilter(_ProgressFilter())
   pipeline, metadata_path, _ = build(args)
   start = time.time()
-  tfx.orchestration.LocalDagRunner().run(pipeline)
+  try:
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+  except DataValidationError as e:
+    print(f'\n{e}', file=sys.stderr)
+    return DATA_VALIDATION_FAILED
   summary = summarize(metadata_path, pipeline.pipeline_info.pipeline_name, time.time() - start)
   text = json.dumps(summary, indent=2, sort_keys=True)
   print(text)

@@ -137,7 +137,7 @@ def test_report_draws_every_figure_against_its_threshold(tmp_path):
   findings = checks.measurement_findings(measurements)
   result = report.write(str(tmp_path), 'Check', findings, measurements, {'rows': 10})
   page = (tmp_path / report.REPORT_HTML).read_text()
-  assert not result['passed'] and 'FAILED: 1 anomalies' in page
+  assert not result['passed'] and 'FAILED: 1 anomaly.' in page
   assert page.count('<svg') == 2 and page.count('#c62828') >= 1  # one red bar
   assert 'OOV rate 0.300 is above the threshold 0.100' in page
 

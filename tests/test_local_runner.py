@@ -34,7 +34,7 @@ def test_build_wires_every_component_with_the_chosen_runner(tmp_path):
   pipeline, metadata_path, config = local_runner.build(args)
   order = [c.id for c in pipeline.components]  # topologically sorted
   assert sorted(order) == sorted(COMPONENT_IDS)
-  chain = ['MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
+  chain = ['MovieLensExampleGen', 'StatisticsGen', 'ExampleValidator', 'Transform', 'Trainer', 'Evaluator', 'Pusher']
   assert [order.index(c) for c in chain] == sorted(order.index(c) for c in chain)
   assert pipeline.beam_pipeline_args == configs.BEAM_PIPELINE_ARGS['multi_processing']
   assert config.hparams == {'epochs': 3}

@@ -7,6 +7,7 @@ One module-scoped scenario, so the slow work happens once:
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,6 +105,34 @@ def test_rerun_does_not_push_the_same_model_twice(runs):
   assert cached['pushed'] and cached['pushed_destination'] == runs['resumed']['pushed_destination']
   assert os.listdir(runs['root'] / 'serving' / configs.MODEL_NAME) == [
       os.path.basename(cached['pushed_destination'])]
+
+
+def test_run_leaves_an_anomalies_artifact_with_a_report(runs):
+  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  uri = run_summary.output_uri(store, runs['resumed']['run_id'], 'ExampleValidator', 'anomalies')
+  for split in ('train', 'eval', 'test'):
+    assert os.path.exists(os.path.join(uri, f'Split-{split}', 'SchemaDiff.pb'))
+  assert os.path.exists(os.path.join(uri, 'report.html'))
+  assert run_summary.artifact_properties(store, uri)['anomaly_count'] == 0
+
+
+def test_injected_drift_halts_the_pipeline_before_training(ml100k_dir, tmp_path):
+  data = tmp_path / 'drifted'
+  data.mkdir()
+  for name in ('u.item', 'u.user'):
+    shutil.copy(ml100k_dir / name, data / name)
+  rows = [line.split('\t') for line in (ml100k_dir / 'u.data').read_text().splitlines()]
+  cutoff = sorted(int(r[3]) for r in rows)[int(0.85 * len(rows))]
+  # Ratings in the last 15% of the time span are all one star higher.
+  (data / 'u.data').write_text(''.join(
+      '\t'.join([u, m, str(min(5, int(r) + 1)) if int(t) > cutoff else r, t]) + '\n' for u, m, r, t in rows))
+  root = tmp_path / 'out'
+  assert local_runner.main(['--data-dir', str(data), '--output-root', str(root)]) == local_runner.DATA_VALIDATION_FAILED
+  summary = local_runner.summarize(str(root / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'),
+                                   configs.PIPELINE_NAME, 0.0)
+  assert summary['components']['ExampleValidator']['state'] == 'FAILED'
+  assert not {'Transform', 'Trainer', 'Pusher'} & set(summary['components'])
+  assert not (root / 'serving').exists()
 
 
 def test_pushed_model_predicts_ratings_from_raw_values(runs):

@@ -34,7 +34,7 @@ def _bar(m: Measurement) -> str:
   """One SVG row: the value's bar, the threshold as a line, both on one scale."""
   scale = max(m.value, m.threshold or 0.0, 1e-9) * 1.15
   value_w = _BAR_WIDTH * m.value / scale
-  colour = '#c62828' if m.failed else '#2e7d32'
+  colour = '#c62828' if m.failed else ('#2e7d32' if m.threshold is not None else '#9e9e9e')
   threshold = ''
   if m.threshold is not None:
     x = _BAR_WIDTH * m.threshold / scale
@@ -48,10 +48,14 @@ def _bar(m: Measurement) -> str:
           f'<td class="num">{m.value:.4f}{limit}</td></tr>')
 
 
+def _count(n: int) -> str:
+  return f'{n} anomaly' if n == 1 else f'{n} anomalies'
+
+
 def to_html(report: Dict[str, Any]) -> str:
   measurements = [Measurement(**{k: v for k, v in m.items() if k != 'failed'}) for m in report['measurements']]
   verdict = ('<p class="pass">PASSED: no anomalies.</p>' if report['passed'] else
-             f'<p class="fail">FAILED: {len(report["findings"])} anomalies. Nothing downstream should '
+             f'<p class="fail">FAILED: {_count(len(report["findings"]))}. Nothing downstream should '
              'use this data until they are fixed or the thresholds are deliberately changed.</p>')
   findings = ''.join(
       f'<tr><td>{html.escape(x["split"])}</td><td>{html.escape(x["feature"])}</td>'
@@ -73,7 +77,7 @@ td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; ve
 <h1>{html.escape(report["title"])}</h1>
 {verdict}
 <h2>Distances and OOV rates against their thresholds</h2>
-<p>Bar: the measured value (red when over the threshold); black line: the threshold.</p>
+<p>Bar: the measured value (red over the threshold, grey where none is set); black line: the threshold.</p>
 <table><tr><th>split</th><th>feature</th><th>check</th><th>measure</th><th></th><th>value / threshold</th></tr>
 {bars or '<tr><td colspan="6">nothing compared</td></tr>'}</table>
 <h2>Findings</h2>

@@ -171,7 +171,7 @@ def _MovieLensToExamples(  # pylint: disable=invalid-name
   lines = (
       pipeline
       | 'RatingsPath' >> beam.Create([source.file(parsing.U_DATA)])
-      | 'ReadRatings' >> beam.FlatMap(_numbered_lines))
+      | 'ReadRatings' >> beam.FlatMap(parsing.read_numbered_lines))
   rows_read_parts.append(
       lines
       | 'CountRatings' >> beam.combiners.Count.Globally()
