@@ -38,7 +38,9 @@ class PipelineConfig:
     oov_thresholds: id feature to the largest share of eval/test ids unseen
       in train; None is components.data_validator.checks.DEFAULT_OOV_THRESHOLDS.
     fail_on_anomalies: stop the run when data validation finds anything.
-    hparams: Trainer hyperparameter overrides (see trainer/hparams.py).
+    hparams: Trainer hyperparameter overrides (see trainer/hparams.py); 'model' picks the model.
+    tuner_trials: run the Tuner with this many trials (0: no Tuner).
+    tuner_epochs: epochs per Tuner trial.
     transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
     rmse_tolerance: allowed RMSE increase over the latest blessed model.
@@ -53,6 +55,8 @@ class PipelineConfig:
   oov_thresholds: Optional[Dict[str, float]] = None
   fail_on_anomalies: bool = True
   hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  tuner_trials: int = 0
+  tuner_epochs: int = 10
   transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD
   rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE

@@ -26,6 +26,7 @@ from components.data_validator import DataValidationError  # noqa: E402
 from components.movielens_example_gen import parsing  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
+from trainer import hparams as hparams_lib  # noqa: E402
 
 DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
 DATA_VALIDATION_FAILED = 3
@@ -67,6 +68,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='Folder for artifacts, the MLMD store and pushed models (default: outputs).')
   parser.add_argument('--epochs', type=int, default=None,
                       help='Training epochs (default: trainer/hparams.py, the seed\'s 50).')
+  parser.add_argument('--model', choices=sorted(hparams_lib.MODEL_DEFAULTS), default=None,
+                      help='Which model to train (default: ranking, the seed\'s).')
+  parser.add_argument('--tune-trials', type=int, default=0,
+                      help='Run the Tuner with this many KerasTuner trials before training (default: off).')
+  parser.add_argument('--tune-epochs', type=int, default=10, help='Epochs per Tuner trial.')
   parser.add_argument('--hparams', default='{}',
                       help='JSON overrides of trainer/hparams.py, e.g. \'{"learning_rate": 0.05}\'.')
   parser.add_argument('--runner', choices=sorted(configs.BEAM_PIPELINE_ARGS), default='in_memory',
@@ -91,6 +97,8 @@ def build(args: argparse.Namespace):
   hparams = json.loads(args.hparams)
   if args.epochs is not None:
     hparams['epochs'] = args.epochs
+  if args.model:
+    hparams['model'] = args.model
   data_dir = os.path.abspath(args.data_dir) if args.data_dir else ''
   config = configs.PipelineConfig(
       pipeline_root=os.path.join(root, 'pipelines', configs.PIPELINE_NAME),
@@ -101,6 +109,8 @@ def build(args: argparse.Namespace):
       schema_path=None if args.infer_schema else configs.SCHEMA_FILE,
       fail_on_anomalies=not args.no_data_gate,
       hparams=hparams,
+      tuner_trials=args.tune_trials,
+      tuner_epochs=args.tune_epochs,
       rmse_threshold=args.rmse_threshold)
   metadata_path = os.path.join(root, 'metadata', configs.PIPELINE_NAME, 'metadata.db')
   os.makedirs(os.path.dirname(metadata_path), exist_ok=True)

@@ -101,8 +101,20 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
   # a failed validation stops the run before anything is trained or pushed.
   transform.add_upstream_node(example_validator)
 
-  # A Tuner goes here: its best_hyperparameters feed Trainer's
-  # `hyperparameters`, and trainer/hparams.py holds the defaults without it.
+  # A KerasTuner search over the model's hyperparameters. Trainer takes its
+  # best values; without it, trainer/hparams.py's defaults.
+  tuner = None
+  if config.tuner_trials:
+    tuner = tfx.components.Tuner(
+        module_file=config.trainer_module_file,
+        examples=transform.outputs['transformed_examples'],
+        transform_graph=transform.outputs['transform_graph'],
+        schema=schema_gen.outputs['schema'],
+        train_args=tfx.proto.TrainArgs(splits=['train']),
+        eval_args=tfx.proto.EvalArgs(splits=['eval']),
+        custom_config={'hparams': config.hparams,
+                       'tuner': {'max_trials': config.tuner_trials, 'epochs': config.tuner_epochs}}
+    ).with_id('Tuner')
 
   # Fits the TFRS model and exports it with raw, tf.Example and transform signatures.
   trainer = tfx.components.Trainer(
@@ -110,6 +122,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
       train_args=tfx.proto.TrainArgs(splits=['train']),
       eval_args=tfx.proto.EvalArgs(splits=['eval']),
       custom_config={'hparams': config.hparams}).with_id('Trainer')
@@ -143,7 +156,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                  trainer, model_resolver, evaluator, pusher],
+                  *([tuner] if tuner else []), trainer, model_resolver, evaluator, pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args)

@@ -62,23 +62,36 @@ def component_runs(store: metadata_store.MetadataStore, run_id: str) -> List[Com
   return result
 
 
-def output_uri(store: metadata_store.MetadataStore, run_id: str, component_id: str,
-               output_key: str) -> Optional[str]:
-  """URI of output ``output_key`` of ``component_id`` in run ``run_id``.
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+_INPUT_EVENTS = (metadata_store_pb2.Event.INPUT, metadata_store_pb2.Event.DECLARED_INPUT)
 
-  Cached executions count: TFX links them to the artifacts they reused.
-  """
+
+def _artifact_uri(store, run_id: str, component_id: str, key: str, event_types) -> Optional[str]:
   run = store.get_context_by_type_and_name(_PIPELINE_RUN, run_id)
   for execution in store.get_executions_by_context(run.id):
     nodes = _contexts_of_type(store, execution.id, _NODE)
     if not nodes or nodes[0].name.split('.', 1)[-1] != component_id:
       continue
     for event in store.get_events_by_execution_ids([execution.id]):
-      is_output = event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-      if is_output and event.path.steps and event.path.steps[0].key == output_key:
+      if event.type in event_types and event.path.steps and event.path.steps[0].key == key:
         [artifact] = store.get_artifacts_by_id([event.artifact_id])
         return artifact.uri
   return None
+
+
+def output_uri(store: metadata_store.MetadataStore, run_id: str, component_id: str,
+               output_key: str) -> Optional[str]:
+  """URI of output ``output_key`` of ``component_id`` in run ``run_id``.
+
+  Cached executions count: TFX links them to the artifacts they reused.
+  """
+  return _artifact_uri(store, run_id, component_id, output_key, _OUTPUT_EVENTS)
+
+
+def input_uri(store: metadata_store.MetadataStore, run_id: str, component_id: str,
+              input_key: str) -> Optional[str]:
+  """URI of the artifact ``component_id`` read as ``input_key`` in run ``run_id``."""
+  return _artifact_uri(store, run_id, component_id, input_key, _INPUT_EVENTS)
 
 
 def artifact_properties(store: metadata_store.MetadataStore, uri: str) -> Dict[str, object]:

@@ -29,7 +29,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
 
 from components.data_validator import checks, report  # noqa: E402
 from components.data_validator.executor import split_files  # noqa: E402
-from components.movielens_example_gen import parsing  # noqa: E402
+from components.movielens_example_gen import history, parsing  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -66,13 +66,16 @@ class Reference:
 
 
 def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.BadRow]]:
-  """u.data-format ratings joined with u.item and u.user from ``data_dir``."""
+  """u.data-format ratings joined with u.item and u.user from ``data_dir``.
+
+  Each rating's history is built from the batch's own earlier ratings of that
+  user, with ExampleGen's rule (components/movielens_example_gen/history.py).
+  """
   movies, bad = parsing.parse_lookup_file(
       parsing.U_ITEM, parsing.read_numbered_lines(os.path.join(data_dir, parsing.U_ITEM)), parsing.parse_movie_line)
   users, bad_users = parsing.parse_lookup_file(
       parsing.U_USER, parsing.read_numbered_lines(os.path.join(data_dir, parsing.U_USER)), parsing.parse_user_line)
-  examples, bad_rows = [], bad + bad_users
-  ratings, seen = [], {}
+  examples, bad_rows, seen = [], bad + bad_users, {}
   for line_no, line in parsing.read_numbered_lines(path):
     parsed = parsing.parse_rating_line(line_no, line)
     if isinstance(parsed, parsing.BadRow):
@@ -83,17 +86,21 @@ def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.
       bad_rows.append(unknown._replace(file=os.path.basename(path)))
       continue
     seen.setdefault((parsed.user_id, parsed.movie_id), []).append(parsed)
+  by_user = collections.defaultdict(list)
   for group in seen.values():
     kept, duplicates = parsing.split_duplicates(group)
-    ratings.append(kept)
+    by_user[kept.user_id].append(kept)
     bad_rows += [d._replace(file=os.path.basename(path)) for d in duplicates]
-  for rating in sorted(ratings, key=lambda r: r.line):
-    examples.append(parsing.to_tf_example(rating, movies[rating.movie_id], users[rating.user_id]).SerializeToString())
+  for user_ratings in by_user.values():
+    for rating, ids, values in history.histories(user_ratings):
+      examples.append(parsing.to_tf_example(rating, movies[rating.movie_id], users[rating.user_id],
+                                            ids, values).SerializeToString())
   return examples, bad_rows
 
 
 def _csv_feature(name: str, text: str, feature_type) -> tf.train.Feature:
-  values = [v for v in text.split('|') if v != ''] if name == f.GENRES else ([text] if text != '' else [])
+  multi_valued = name in f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES
+  values = [v for v in text.split('|') if v != ''] if multi_valued else ([text] if text != '' else [])
   if feature_type == schema_pb2.INT:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
   if feature_type == schema_pb2.FLOAT:
@@ -102,7 +109,7 @@ def _csv_feature(name: str, text: str, feature_type) -> tf.train.Feature:
 
 
 def read_csv(path: str, schema: schema_pb2.Schema) -> Tuple[List[bytes], List[parsing.BadRow]]:
-  """A CSV with a header of raw feature names; genres are '|'-separated.
+  """A CSV with a header of raw feature names; lists (genres, history) are '|'-separated.
 
   Columns the schema does not know are ignored; a missing column is left
   out of every example, so the schema check reports it.

@@ -33,8 +33,10 @@ def make_raw_rows(n_rows=200, n_users=12, n_movies=9, seed=0):
   from transforms import features as f
   rng = random.Random(seed)
   rows = []
+  seen = {}
   for _ in range(n_rows):
     user, movie = rng.randrange(n_users), rng.randrange(n_movies)
+    history = seen.setdefault(user, [])
     rows.append({
         f.USER_ID: [str(user).encode()],
         f.MOVIE_ID: [str(movie).encode()],
@@ -48,7 +50,10 @@ def make_raw_rows(n_rows=200, n_users=12, n_movies=9, seed=0):
         # Movie 0 has no release date, like movie 267 in u.item.
         f.RELEASE_YEAR: [] if movie == 0 else [1990 + movie],
         f.RATING: [float(1 + (user + movie) % 5)],
+        f.HISTORY_MOVIE_IDS: [str(m).encode() for m, _ in history[-f.HISTORY_LENGTH:]],
+        f.HISTORY_RATINGS: [r for _, r in history[-f.HISTORY_LENGTH:]],
     })
+    history.append((movie, float(1 + (user + movie) % 5)))
   return rows
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.unit
 
 OCCUPATIONS = ('student', 'engineer', 'writer', 'other', 'educator')
 COLUMNS = (f.USER_ID, f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER,
-           f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.RATING)
+           f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.RATING)
 
 
 def make_rows(n=1500, seed=0, rating_shift=0, occupation=None, unseen_movies=0.0):
@@ -40,6 +40,8 @@ def make_rows(n=1500, seed=0, rating_shift=0, occupation=None, unseen_movies=0.0
         f.USER_GENDER: 'MF'[user % 2], f.USER_OCCUPATION: occupation or OCCUPATIONS[user % len(OCCUPATIONS)],
         f.USER_ZIP: f'{10000 + user:05d}', f.TIMESTAMP: str(880000000 + rng.randrange(10_000_000)),
         f.RATING: str(rating),
+        f.HISTORY_MOVIE_IDS: '|'.join(str((movie + k) % 200) for k in range(user % 4)),
+        f.HISTORY_RATINGS: '|'.join(str(1 + (movie + k) % 5) for k in range(user % 4)),
     })
   return rows
 

@@ -5,6 +5,7 @@ has one line of every kind of bad row; the e2e test runs the executor on the
 real MovieLens 100K.
 """
 
+import bisect
 import collections
 import dataclasses
 import glob
@@ -12,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import zipfile
 
 import pytest
@@ -22,6 +24,7 @@ from tfx.types import standard_artifacts
 from components.movielens_example_gen import MovieLensExampleGen
 from components.movielens_example_gen import SplitConfig
 from components.movielens_example_gen import executor
+from components.movielens_example_gen import history
 from components.movielens_example_gen import parsing
 from components.movielens_example_gen import sources
 from components.movielens_example_gen import spec
@@ -167,8 +170,10 @@ def _read_split(examples, split_name):
       artifact_utils.get_split_uri([examples], split_name), '*.gz')
   files = glob.glob(pattern)
   assert files, f'no files match {pattern}'
-  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP')
-  return [tf.train.Example.FromString(r.numpy()) for r in dataset]
+  # Batched: one eager step per record made reading ML-100K take 15 s.
+  batches = tf.data.TFRecordDataset(files, compression_type='GZIP').batch(4096)
+  return [tf.train.Example.FromString(record)
+          for batch in batches.as_numpy_iterator() for record in batch]
 
 
 def _values(example, key):
@@ -189,6 +194,50 @@ def tiny_run(tmp_path_factory):
   examples, quarantine, error = _run_executor(data_dir, str(base / 'out'))
   assert error is None
   return examples, quarantine
+
+
+def _ties_ratings():
+  """u.data rows for history: ties, a history past 50, bad rows in between."""
+  rows = []
+  # User 1 rates movies 1..66, three to a second, newest line first, so line
+  # order and time order disagree and the 50-cut falls inside a tie.
+  for i in reversed(range(66)):
+    rows.append((f'1\t{i + 1}\t{1 + i % 5}\t{1000 + (i // 3) * 10}', None))
+  rows += [
+      ('1\t5\t1\t1500', parsing.DUPLICATE),    # movie 5 is kept at 1010
+      ('1\t70\t6\t1100', parsing.BAD_RATING),
+      ('1\t99\t4\t1100', parsing.UNKNOWN_MOVIE),
+      # User 2: two first ratings at one second, at user 1's first second.
+      ('2\t2\t3\t1000', None),
+      ('2\t1\t4\t1000', None),
+      ('2\t3\t5\t1010', None),
+      ('3\t1\t2\t1300', None),
+  ]
+  return [(_shifted(line), reason) for line, reason in rows]
+
+
+TIES_RATINGS = _ties_ratings()
+TIES_ITEMS = [(_item(m, f'Movie {m} (1995)', '01-Jan-1995', ['Drama']), None)
+              for m in range(1, 71)]
+
+
+@pytest.fixture(scope='module')
+def ties_run(tmp_path_factory):
+  base = tmp_path_factory.mktemp('ties_run')
+  data_dir = _write_ml100k(base / 'ml-100k', ratings=TIES_RATINGS,
+                           items=TIES_ITEMS, users=USERS[:3])
+  examples, _, error = _run_executor(data_dir, str(base / 'out'))
+  assert error is None
+  return [e for name in split.SPLIT_NAMES for e in _read_split(examples, name)]
+
+
+def _history_of(example):
+  """(history_movie_ids as bytes, history_ratings), checking both exist."""
+  feature = example.features.feature
+  assert feature[features.HISTORY_MOVIE_IDS].WhichOneof('kind') == 'bytes_list'
+  assert feature[features.HISTORY_RATINGS].WhichOneof('kind') == 'float_list'
+  return (list(feature[features.HISTORY_MOVIE_IDS].bytes_list.value),
+          list(feature[features.HISTORY_RATINGS].float_list.value))
 
 
 # Parsing.
@@ -343,6 +392,140 @@ def test_serialized_example_parses_with_tf_parse_example():
   assert parsed[features.MOVIE_TITLE].numpy() == b'Kolya (1996)'
   assert parsed[features.USER_AGE].numpy() == 49
   assert parsed[features.RATING].numpy() == 4.0
+
+
+@pytest.mark.unit
+def test_serialize_example_writes_history_even_when_empty():
+  rating = parsing.Rating('196', '3', 4.0, 881250949, 1, '')
+  movie = parsing.Movie('Kolya (1996)', ('Comedy',), 1997)
+  user = parsing.User(49, 'M', 'writer', '55105')
+  example = parsing.to_tf_example(rating, movie, user, [b'242', b'51'],
+                                  [3.0, 4.5])
+  assert _values(example, features.HISTORY_MOVIE_IDS) == ['242', '51']
+  assert _values(example, features.HISTORY_RATINGS) == [3.0, 4.5]
+  first = parsing.to_tf_example(rating, movie, user, [], [])
+  for key, kind in ((features.HISTORY_MOVIE_IDS, 'bytes_list'),
+                    (features.HISTORY_RATINGS, 'float_list')):
+    assert first.features.feature[key].WhichOneof('kind') == kind
+    assert _values(first, key) == []
+  parsed = tf.io.parse_single_example(
+      first.SerializeToString(), {
+          features.HISTORY_MOVIE_IDS: tf.io.VarLenFeature(tf.string),
+          features.HISTORY_RATINGS: tf.io.VarLenFeature(tf.float32),
+      })
+  assert parsed[features.HISTORY_MOVIE_IDS].values.shape == [0]
+  # Callers without a history, like pipeline/validate.py, get none.
+  without = parsing.to_tf_example(rating, movie, user)
+  assert features.HISTORY_MOVIE_IDS not in without.features.feature
+  assert features.HISTORY_RATINGS not in without.features.feature
+  with pytest.raises(ValueError, match='go together'):
+    parsing.to_tf_example(rating, movie, user, [b'242'])
+  with pytest.raises(ValueError, match='1 history movie ids but 2'):
+    parsing.to_tf_example(rating, movie, user, [b'242'], [3.0, 4.0])
+
+
+# History.
+
+
+def _rating(movie_id, value, timestamp, line, user_id='7'):
+  return parsing.Rating(user_id, str(movie_id), float(value), timestamp, line,
+                        '')
+
+
+def _slow_history(ratings, rating, length=features.HISTORY_LENGTH):
+  """The history rule written the obvious way, to test history.py against."""
+  earlier = sorted((r for r in ratings if r.user_id == rating.user_id and
+                    r.timestamp < rating.timestamp),
+                   key=lambda r: (r.timestamp, r.line))[-length:]
+  return ([r.movie_id.encode() for r in earlier],
+          [r.rating for r in earlier])
+
+
+def _assert_no_future(ratings, rated):
+  """Every history entry is a rating of the same user made strictly before."""
+  by_key = {(r.user_id, r.movie_id.encode()): r for r in ratings}
+  for rating, movie_ids, values in rated:
+    assert len(movie_ids) == len(values)
+    for movie_id, value in zip(movie_ids, values):
+      earlier = by_key[(rating.user_id, movie_id)]
+      assert earlier.timestamp < rating.timestamp
+      assert earlier.rating == value
+
+
+@pytest.mark.unit
+def test_histories_order_by_time_then_line_and_skip_the_same_second():
+  ratings = [
+      _rating(30, 3, 200, 1),
+      _rating(10, 1, 100, 5),
+      _rating(20, 5, 150, 2),  # the same second as movie 21, an earlier line
+      _rating(21, 2, 150, 4),
+      _rating(40, 4, 300, 3),
+  ]
+  # Reversed, so the tie comes in as 21 then 20.
+  rated = list(history.histories(reversed(ratings)))
+  _assert_no_future(ratings, rated)
+  assert [(r.movie_id, ids, values) for r, ids, values in rated] == [
+      ('10', [], []),
+      ('20', [b'10'], [1.0]),
+      ('21', [b'10'], [1.0]),
+      ('30', [b'10', b'20', b'21'], [1.0, 5.0, 2.0]),
+      ('40', [b'10', b'20', b'21', b'30'], [1.0, 5.0, 2.0, 3.0]),
+  ]
+  assert list(history.histories([])) == []
+
+
+@pytest.mark.unit
+def test_histories_keep_the_most_recent():
+  ratings = [_rating(m, 1 + m % 5, 1000 + m, 100 - m) for m in range(60)]
+  rated = list(history.histories(ratings))
+  last_ids, last_values = rated[-1][1:]
+  assert len(last_ids) == features.HISTORY_LENGTH == 50
+  assert last_ids == [str(m).encode() for m in range(9, 59)]
+  assert last_values == [float(1 + m % 5) for m in range(9, 59)]
+  assert [len(ids) for _, ids, _ in rated] == [min(i, 50) for i in range(60)]
+  # At the cut, ties at one second are ordered by line: 'c' before 'b'.
+  tied = [_rating('a', 1, 1, 1), _rating('b', 2, 2, 3),
+          _rating('c', 3, 2, 2), _rating('d', 4, 3, 4)]
+  assert list(history.histories(tied, length=2))[-1][1:] == (
+      [b'c', b'b'], [3.0, 2.0])
+  assert list(history.histories(tied, length=1))[-1][1:] == ([b'b'], [2.0])
+
+
+@pytest.mark.unit
+def test_histories_take_one_user():
+  with pytest.raises(ValueError, match=r"one user's ratings.*\['1', '2'\]"):
+    list(history.histories([_rating(1, 1, 1, 1, user_id='1'),
+                            _rating(2, 1, 2, 2, user_id='2')]))
+
+
+@pytest.mark.unit
+def test_history_for_request_follows_the_executor_rule():
+  rng = random.Random(0)
+  # 200 movies over 30 seconds: many ties, and histories longer than 50.
+  lines = rng.sample(range(1, 1001), 200)
+  ratings = [_rating(m, rng.randint(1, 5), rng.randrange(30), lines[m])
+             for m in range(200)]
+  rated = list(history.histories(ratings))
+  _assert_no_future(ratings, rated)
+  prior = [(r.movie_id, r.rating, r.timestamp)
+           for r in sorted(ratings, key=lambda r: r.line)]
+  for rating, movie_ids, values in rated:
+    assert (movie_ids, values) == _slow_history(ratings, rating)
+    assert history.history_for_request(prior, rating.timestamp) == (
+        movie_ids, values)
+  assert max(len(ids) for _, ids, _ in rated) == features.HISTORY_LENGTH
+  assert history.history_for_request(prior, 0) == ([], [])
+  newest = history.history_for_request(prior, 30)
+  assert newest == _slow_history(ratings, _rating('new', 1, 30, 0))
+
+
+@pytest.mark.unit
+def test_history_for_request_takes_str_or_bytes_and_drops_the_future():
+  prior = [('242', 4, 10), (b'51', 3.5, 5), ('7', 2, 20), ('8', 1, 30)]
+  assert history.history_for_request(prior, 20) == ([b'51', b'242'],
+                                                    [3.5, 4.0])
+  assert history.history_for_request(prior, 31, length=2) == ([b'7', b'8'],
+                                                              [2.0, 1.0])
 
 
 # Splits.
@@ -671,6 +854,56 @@ def test_executor_writes_splits(tiny_run):
 
 
 @pytest.mark.unit
+def test_executor_writes_history(tiny_run):
+  examples, _ = tiny_run
+  got = {(_values(e, features.USER_ID)[0], _values(e, features.MOVIE_ID)[0]):
+         _history_of(e)
+         for name in split.SPLIT_NAMES for e in _read_split(examples, name)}
+  # Quarantined duplicates (user 1's movie 1 at 5000, movie 2 at 1100, user
+  # 2's movie 1 at 1500) are in no history; test-split ratings see the user's
+  # earlier eval and test ratings.
+  assert got == {
+      ('1', '1'): ([], []),
+      ('1', '2'): ([b'1'], [5.0]),
+      ('2', '1'): ([], []),
+      ('2', '3'): ([b'1'], [4.0]),
+      ('2', '2'): ([b'1', b'3'], [4.0, 2.0]),
+      ('3', '1'): ([], []),
+      ('3', '2'): ([b'1'], [5.0]),
+      ('3', '4'): ([b'1', b'2'], [5.0, 4.5]),
+  }
+
+
+@pytest.mark.unit
+def test_executor_history_has_no_future_and_matches_serving(ties_run):
+  valid = [
+      parsing.parse_rating_line(line_no, line)
+      for line_no, (line, reason) in enumerate(TIES_RATINGS, start=1)
+      if reason is None
+  ]
+  by_key = {(r.user_id, r.movie_id): r for r in valid}
+  assert len(ties_run) == len(valid) == 70
+  lengths = []
+  for example in ties_run:
+    rating = by_key[(_values(example, features.USER_ID)[0],
+                     _values(example, features.MOVIE_ID)[0])]
+    movie_ids, values = _history_of(example)
+    for movie_id, value in zip(movie_ids, values, strict=True):
+      earlier = by_key[(rating.user_id, movie_id.decode())]
+      assert earlier.timestamp < rating.timestamp
+      assert earlier.rating == value
+    assert (movie_ids, values) == _slow_history(valid, rating)
+    prior = [(r.movie_id, r.rating, r.timestamp)
+             for r in valid if r.user_id == rating.user_id]
+    assert history.history_for_request(prior, rating.timestamp) == (
+        movie_ids, values)
+    lengths.append(len(movie_ids))
+  assert max(lengths) == features.HISTORY_LENGTH
+  # User 1's three first ratings and user 2's two and user 3's one.
+  assert lengths.count(0) == 6
+
+
+@pytest.mark.unit
 def test_executor_sets_examplegen_properties(tiny_run):
   examples, quarantine = tiny_run
   properties = {
@@ -757,6 +990,41 @@ def test_executor_fails_above_max_bad_fraction(tmp_path):
   assert sum(summary['counts_per_split'].values()) == 8
 
 
+def _check_history_on_real_data(examples):
+  """History invariants that hold whatever the tie order within a second."""
+  rows = []
+  for example in examples:
+    feature = example.features.feature
+    movie_ids, values = _history_of(example)
+    rows.append((feature[features.USER_ID].bytes_list.value[0],
+                 feature[features.MOVIE_ID].bytes_list.value[0],
+                 feature[features.TIMESTAMP].int64_list.value[0],
+                 feature[features.RATING].float_list.value[0], movie_ids,
+                 values))
+  rated = {(user_id, movie_id): (timestamp, rating)
+           for user_id, movie_id, timestamp, rating, _, _ in rows}
+  user_times = collections.defaultdict(list)
+  for (user_id, _), (timestamp, _) in rated.items():
+    user_times[user_id].append(timestamp)
+  for times in user_times.values():
+    times.sort()
+  lengths = []
+  for user_id, _, timestamp, _, movie_ids, values in rows:
+    assert len(movie_ids) == len(values) <= features.HISTORY_LENGTH
+    earlier = bisect.bisect_left(user_times[user_id], timestamp)
+    assert len(movie_ids) == min(earlier, features.HISTORY_LENGTH)
+    history_times = []
+    for movie_id, value in zip(movie_ids, values):
+      earlier_time, earlier_rating = rated[(user_id, movie_id)]
+      assert earlier_time < timestamp
+      assert earlier_rating == value
+      history_times.append(earlier_time)
+    assert history_times == sorted(history_times)
+    lengths.append(len(movie_ids))
+  assert sum(lengths) / len(lengths) > 0
+  assert max(lengths) == features.HISTORY_LENGTH
+
+
 @pytest.mark.e2e
 def test_executor_on_movielens_100k(ml100k_dir, tmp_path):
   examples, quarantine, error = _run_executor(
@@ -769,7 +1037,10 @@ def test_executor_on_movielens_100k(ml100k_dir, tmp_path):
       for name in split.SPLIT_NAMES
   }
   assert counts == {'train': 65336, 'eval': 15778, 'test': 18886}
-  assert len(_read_split(examples, 'eval')) == 15778
+  by_split = {name: _read_split(examples, name) for name in split.SPLIT_NAMES}
+  assert len(by_split['eval']) == 15778
+  _check_history_on_real_data(
+      [e for rows in by_split.values() for e in rows])
   with open(os.path.join(quarantine.uri, 'quarantine.jsonl')) as f:
     assert f.read() == ''
   assert examples.get_string_custom_property('data_source') == (

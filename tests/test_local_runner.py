@@ -1,4 +1,6 @@
 """The local runner's CLI and the pipeline it builds, without running it."""
+import json
+
 import pytest
 
 from pipeline import configs, local_runner
@@ -46,3 +48,16 @@ def test_defaults_are_in_memory_and_the_seed_threshold(monkeypatch):
   monkeypatch.delenv(local_runner.DATA_DIR_ENV, raising=False)
   args = local_runner.parse_args([])
   assert (args.runner, args.data_dir, args.rmse_threshold) == ('in_memory', '', configs.DEFAULT_RMSE_THRESHOLD)
+
+
+def test_tuner_is_added_on_request_and_feeds_the_trainer(tmp_path):
+  args = local_runner.parse_args(['--data-dir', str(_data_dir(tmp_path)), '--output-root', str(tmp_path / 'out'),
+                                  '--model', 'history_ranking', '--tune-trials', '2', '--tune-epochs', '1'])
+  pipeline, _, config = local_runner.build(args)
+  by_id = {c.id: c for c in pipeline.components}
+  assert 'Tuner' in by_id and config.hparams == {'model': 'history_ranking'}
+  assert by_id['Trainer'].inputs['hyperparameters'].producer_component_id == 'Tuner'
+  assert json.loads(by_id['Tuner'].exec_properties['custom_config'])['tuner'] == {'max_trials': 2, 'epochs': 1}
+  plain, _, _ = local_runner.build(local_runner.parse_args(['--data-dir', str(tmp_path), '--output-root',
+                                                            str(tmp_path / 'out')]))
+  assert 'Tuner' not in {c.id for c in plain.components}

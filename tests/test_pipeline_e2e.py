@@ -135,6 +135,39 @@ def test_injected_drift_halts_the_pipeline_before_training(ml100k_dir, tmp_path)
   assert not (root / 'serving').exists()
 
 
+@pytest.fixture(scope='module')
+def tuned(ml100k_dir, tmp_path_factory):
+  """The history model with a tiny Tuner budget, in a fresh output root."""
+  root = tmp_path_factory.mktemp('tuned')
+  args = ['--data-dir', str(ml100k_dir), '--output-root', str(root), '--model', 'history_ranking',
+          '--epochs', '5', '--tune-trials', '2', '--tune-epochs', '2']
+  return root, _run(args, root, 'tuned.json')
+
+
+def test_tuner_best_hyperparameters_reach_the_trainer(tuned):
+  root, summary = tuned
+  assert summary['components']['Tuner']['state'] == 'COMPLETE'
+  store = run_summary.open_store(str(root / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  best_uri = run_summary.output_uri(store, summary['run_id'], 'Tuner', 'best_hyperparameters')
+  # Read back from MLMD: the Trainer's input is the Tuner's output.
+  assert run_summary.input_uri(store, summary['run_id'], 'Trainer', 'hyperparameters') == best_uri
+  with open(os.path.join(best_uri, 'best_hyperparameters.txt')) as fh:
+    best = json.load(fh)['values']
+  model_uri = run_summary.output_uri(store, summary['run_id'], 'Trainer', 'model')
+  with open(os.path.join(model_uri, 'Format-Serving', 'assets.extra', 'hparams.json')) as fh:
+    used = json.load(fh)
+  assert used['model'] == 'history_ranking' and used['epochs'] == 5
+  for key, value in best.items():
+    expected = [int(x) for x in value.split(',')] if key == 'layer_sizes' else value
+    assert used[key] == pytest.approx(expected), key
+
+
+def test_history_model_beats_the_seed_after_five_epochs(tuned, runs):
+  _, summary = tuned
+  assert summary['test_metrics']['root_mean_squared_error'] < 1.0
+  assert summary['test_metrics']['root_mean_squared_error'] < runs['resumed']['test_metrics']['root_mean_squared_error']
+
+
 def test_pushed_model_predicts_ratings_from_raw_values(runs):
   model = tf.saved_model.load(runs['resumed']['pushed_destination'])
   serve = model.signatures['serving_default']

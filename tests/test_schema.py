@@ -22,6 +22,11 @@ def test_ranges_match_the_ones_examplegen_quarantines_by(schema):
     assert (domain.min, domain.max) == bounds, name
 
 
+def test_history_lists_are_bounded_by_the_history_length(schema):
+  for name in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS):
+    assert tfdv.get_feature(schema, name).value_count.max == f.HISTORY_LENGTH
+
+
 def test_genre_domain_is_u_genre(schema):
   assert tuple(tfdv.get_domain(schema, f.GENRES).value) == f.GENRE_NAMES
 
@@ -32,7 +37,8 @@ def test_label_is_not_required_when_serving(schema):
 
 
 def test_every_raw_feature_is_in_the_schema(schema):
-  raw = set(f.STRING_FEATURES + f.INT_FEATURES + f.OPTIONAL_INT_FEATURES + f.MULTI_STRING_FEATURES)
+  raw = set(f.STRING_FEATURES + f.INT_FEATURES + f.OPTIONAL_INT_FEATURES + f.MULTI_STRING_FEATURES
+             + f.MULTI_FLOAT_FEATURES)
   assert {feature.name for feature in schema.feature} == raw | {f.RATING}
 
 

@@ -10,6 +10,8 @@ from trainer.signatures import make_serving_signatures
 from trainer.task import build_model
 from transforms import features as f
 
+from conftest import raw_feature_spec
+
 pytestmark = pytest.mark.unit
 xf = f.transformed_name
 
@@ -62,13 +64,15 @@ def test_build_model_rejects_unknown_names(tiny_transform):
 
 
 def _serialized(row):
+  """A raw row as the serialized tf.Example ExampleGen would write (no label)."""
+  spec = raw_feature_spec()
   feature = {}
   for key, values in row.items():
     if key == f.LABEL_KEY:
       continue
-    if values and isinstance(values[0], bytes):
+    if spec[key].dtype == tf.string:
       feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    elif values and isinstance(values[0], float):
+    elif spec[key].dtype == tf.float32:
       feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
     else:
       feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
@@ -98,3 +102,53 @@ def test_saved_model_round_trip_serves_raw_values_and_tf_examples(tiny_transform
   unknown = loaded.signatures['serving_default'](user_id=tf.constant([b'no-such-user']),
                                                  movie_id=tf.constant([b'no-such-movie']))
   assert np.isfinite(unknown[PREDICTION_KEY].numpy()).all()
+
+
+def _history_model(output):
+  params = hp.resolve({'hparams': {'model': 'history_ranking', 'embedding_dim': 8, 'layer_sizes': '16'}})
+  return build_model(params, output)
+
+
+def _request(rows, history_ratings):
+  """Raw serving inputs for ``rows``, each with the same padded history."""
+  columns = {}
+  for name in ('movie_id', 'movie_title', 'user_gender', 'user_occupation', 'user_zip'):
+    columns[name] = tf.constant([r[name][0] for r in rows])
+  columns['user_age'] = tf.constant([r['user_age'][0] for r in rows], tf.int64)
+  columns['timestamp'] = tf.constant([r['timestamp'][0] for r in rows], tf.int64)
+  columns['release_year'] = tf.constant([(r['release_year'] or [0])[0] for r in rows], tf.int64)
+  columns['genres'] = tf.constant([(r['genres'] + [b'', b''])[:2] for r in rows])
+  ids = [b'1', b'2', b'3', b''][:len(history_ratings) + 1]
+  columns['history_movie_ids'] = tf.constant([ids] * len(rows))
+  columns['history_ratings'] = tf.constant([list(history_ratings) + [0.0]] * len(rows), tf.float32)
+  return columns
+
+
+def test_history_model_gives_new_users_a_bias_from_their_history(tiny_transform, tmp_path):
+  out_dir, rows, _ = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  model = _history_model(output)
+  export_dir = str(tmp_path / 'history_model')
+  tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
+  serve = tf.saved_model.load(export_dir).signatures['serving_default']
+  fan = serve(**_request(rows[:5], [5.0, 5.0, 5.0]))[PREDICTION_KEY].numpy()
+  critic = serve(**_request(rows[:5], [1.0, 1.0, 1.0]))[PREDICTION_KEY].numpy()
+  newcomer = serve(**_request(rows[:5], []))[PREDICTION_KEY].numpy()
+  assert (fan > newcomer).all() and (newcomer > critic).all()
+  assert ((fan >= 1.0) & (fan <= 5.0)).all()  # clipped to the rating range at inference
+
+
+def test_history_model_raw_and_tf_example_signatures_agree(tiny_transform, tmp_path):
+  out_dir, rows, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  model = _history_model(output)
+  data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
+  history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(32), epochs=3, verbose=0)
+  assert history.history['rmse'][-1] < history.history['rmse'][0]
+  export_dir = str(tmp_path / 'history_model')
+  tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
+  loaded = tf.saved_model.load(export_dir)
+  examples = tf.constant([_serialized(r) for r in rows])
+  from_examples = loaded.signatures['serving_tf_example'](examples=examples)[PREDICTION_KEY].numpy()
+  direct = model(data).numpy()
+  np.testing.assert_allclose(from_examples, direct, rtol=1e-4, atol=1e-4)

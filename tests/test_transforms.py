@@ -7,7 +7,6 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from transforms import features as f
-from transforms.preprocessing import AGE_BOUNDARIES
 
 pytestmark = pytest.mark.unit
 xf = f.transformed_name
@@ -66,5 +65,5 @@ def test_time_features_match_python_datetime(tiny_transform):
 def test_age_buckets_and_label_pass_through(tiny_transform):
   _, rows, transformed = tiny_transform
   for raw, t in zip(rows, transformed):
-    assert t[xf('age_bucket')] == int(np.searchsorted(AGE_BOUNDARIES, raw[f.USER_AGE][0], side='right'))
+    assert t[xf('age_bucket')] == int(np.searchsorted(f.AGE_BOUNDARIES, raw[f.USER_AGE][0], side='right'))
     assert t[f.LABEL_KEY] == pytest.approx(raw[f.RATING][0])

@@ -1,7 +1,8 @@
 """Hyperparameter defaults: the one place both tuner_fn and run_fn read.
 
-Without a Tuner, Trainer uses DEFAULTS (overridden by custom_config); with a
-Tuner, its best hyperparameters override both.
+Each model has its defaults (MODEL_DEFAULTS); custom_config['hparams']
+overrides them, and a Tuner's best values override both, so Trainer works the
+same with or without the Tuner.
 """
 import dataclasses
 import json
@@ -12,17 +13,23 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 class HParams:
   """What a Trainer run needs to build and fit a model.
 
-  The defaults are the seed's tuned ranking model: 32-d user and movie
+  The field defaults are the seed's tuned ranking model: 32-d user and movie
   embeddings, Dense 256-64-1, Adagrad lr 0.1, L2 0.01, 50 epochs, batch 8192.
   """
   model: str = 'ranking'
   embedding_dim: int = 32
   layer_sizes: Tuple[int, ...] = (256, 64)
+  cross_layers: int = 0
+  dropout: float = 0.0
   optimizer: str = 'adagrad'
   learning_rate: float = 0.1
   l2: float = 0.01
+  history_shrinkage: float = 5.0
   epochs: int = 50
   batch_size: int = 8192
+  # Stop when eval RMSE has not improved for this many epochs (0: never) and
+  # keep the best epoch's weights.
+  early_stopping_patience: int = 0
   seed: int = 42
 
   def replace(self, **overrides: Any) -> 'HParams':
@@ -32,7 +39,10 @@ class HParams:
       raise ValueError(f'Unknown hyperparameters {sorted(unknown)}; known: '
                        f'{sorted(f.name for f in dataclasses.fields(self))}.')
     if 'layer_sizes' in overrides:
-      overrides['layer_sizes'] = tuple(int(x) for x in overrides['layer_sizes'])
+      sizes = overrides['layer_sizes']
+      # KerasTuner can only search strings: '128,64'.
+      sizes = sizes.split(',') if isinstance(sizes, str) else sizes
+      overrides['layer_sizes'] = tuple(int(x) for x in sizes if str(x).strip())
     return dataclasses.replace(self, **overrides)
 
   def to_json(self) -> str:
@@ -41,10 +51,23 @@ class HParams:
 
 DEFAULTS = HParams()
 
+# Per-model defaults on top of DEFAULTS.
+MODEL_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    'ranking': {},
+    'history_ranking': {
+        'embedding_dim': 32, 'layer_sizes': (128, 64), 'cross_layers': 1, 'dropout': 0.2,
+        'optimizer': 'adam', 'learning_rate': 1e-3, 'l2': 1e-5, 'epochs': 30, 'batch_size': 1024,
+        'early_stopping_patience': 3,
+    },
+}
+
 
 def resolve(custom_config: Optional[Mapping[str, Any]],
             tuned: Optional[Mapping[str, Any]] = None) -> HParams:
-  """Defaults, then ``custom_config['hparams']``, then the Tuner's best values."""
+  """Model defaults, then ``custom_config['hparams']``, then the Tuner's best values."""
   overrides: Dict[str, Any] = dict((custom_config or {}).get('hparams', {}))
   overrides.update(tuned or {})
-  return DEFAULTS.replace(**overrides)
+  model = overrides.get('model', DEFAULTS.model)
+  if model not in MODEL_DEFAULTS:
+    raise ValueError(f'Unknown model {model!r}; available: {sorted(MODEL_DEFAULTS)}.')
+  return DEFAULTS.replace(**{**MODEL_DEFAULTS[model], **overrides})

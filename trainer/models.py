@@ -49,3 +49,121 @@ class RankingModel(tfrs.Model):
   def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     predictions = self(features)
     return self.task(labels=features[f.LABEL_KEY], predictions=predictions)
+
+
+def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """Mean over axis 1 of [B, T, D] ``values`` where ``mask`` [B, T] is true; 0 for empty rows."""
+  weights = tf.cast(mask, values.dtype)[..., None]
+  return tf.reduce_sum(values * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
+
+
+class HistoryRankingModel(tfrs.Model):
+  """Ranking from side features and point-in-time history, with DCN-v2 crosses.
+
+  A rating is predicted as ``global + movie_bias + user_bias + f(x)``:
+
+  * ``user_bias`` is the shrunk mean residual of the user's earlier ratings,
+    ``sum(r_h - global - movie_bias_h) / (n + history_shrinkage)``, computed
+    inside the model from the history a request carries, so a user never seen
+    in training gets a personal bias after one rating;
+  * ``f`` is an MLP over DCN-v2 crosses (Wang et al. 2021,
+    https://arxiv.org/abs/2008.13535) of the candidate movie's embedding,
+    title words, genres and release year; the user's gender, age bucket,
+    occupation and zip prefix; hour and weekday; the mean embedding of the
+    movies in the history; and an attention read-out of the history's
+    residuals keyed by similarity to the candidate (an item-kNN score).
+
+  There is no user-id embedding: everything about a user comes from features
+  and history, which is what cold start needs (90% of test users are new).
+
+  Args:
+    movie_vocab_size: movies in the Transform vocabulary, OOV bucket included.
+    title_vocab_size: title words in the vocabulary, OOV bucket included.
+    gender_vocab_size, occupation_vocab_size, zip_vocab_size: likewise.
+    embedding_dim: width of the movie embedding (title words get half).
+    layer_sizes: hidden Dense widths after the cross layers.
+    cross_layers: number of DCN-v2 cross layers (0 for a plain MLP).
+    dropout: dropout rate after each hidden layer.
+    l2: L2 penalty on embeddings and kernels.
+    history_shrinkage: pseudo-count pulling the history bias towards 0.
+    global_mean: initial value of the global bias (the train mean rating).
+  """
+
+  RAW_FEATURES: Tuple[str, ...] = (
+      f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION,
+      f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)
+
+  def __init__(self, movie_vocab_size: int, title_vocab_size: int, gender_vocab_size: int,
+               occupation_vocab_size: int, zip_vocab_size: int, embedding_dim: int = 32,
+               layer_sizes: Sequence[int] = (128, 64), cross_layers: int = 1, dropout: float = 0.2,
+               l2: float = 1e-5, history_shrinkage: float = 5.0, global_mean: float = 3.5):
+    super().__init__()
+    reg = tf.keras.regularizers.l2(l2) if l2 else None
+
+    def embedding(n, dim, name, initializer='uniform'):
+      return tf.keras.layers.Embedding(n, dim, embeddings_initializer=initializer, embeddings_regularizer=reg,
+                                       name=name)
+
+    self.history_shrinkage = history_shrinkage
+    self.global_bias = tf.Variable(global_mean, dtype=tf.float32, name='global_bias')
+    self.movie_embedding = embedding(movie_vocab_size, embedding_dim, 'movie_embedding')
+    self.movie_bias = embedding(movie_vocab_size, 1, 'movie_bias', 'zeros')
+    self.title_embedding = embedding(title_vocab_size, max(embedding_dim // 2, 1), 'title_embedding')
+    self.gender_embedding = embedding(gender_vocab_size, 2, 'gender_embedding')
+    self.occupation_embedding = embedding(occupation_vocab_size, 8, 'occupation_embedding')
+    self.zip_embedding = embedding(zip_vocab_size, 8, 'zip_embedding')
+    self.age_embedding = embedding(len(f.AGE_BOUNDARIES) + 1, 4, 'age_embedding')
+    self.hour_embedding = embedding(24, 4, 'hour_embedding')
+    self.weekday_embedding = embedding(7, 3, 'weekday_embedding')
+    self.crosses = [tfrs.layers.dcn.Cross(kernel_regularizer=reg, name=f'cross_{i}') for i in range(cross_layers)]
+    hidden = []
+    for n in layer_sizes:
+      hidden += [tf.keras.layers.Dense(n, activation='relu', kernel_regularizer=reg),
+                 tf.keras.layers.Dropout(dropout)]
+    self.mlp = tf.keras.Sequential(hidden + [tf.keras.layers.Dense(1)], name='mlp')
+    self.task = tfrs.tasks.Ranking(
+        loss=tf.keras.losses.MeanSquaredError(),
+        metrics=[tf.keras.metrics.RootMeanSquaredError('rmse')])
+
+  def _lookup(self, layer, ids):
+    """Embeds ids that may hold HISTORY_PAD_ID; returns (embeddings, mask)."""
+    mask = ids >= 0
+    return layer(tf.maximum(ids, 0)), mask
+
+  def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    xf = f.transformed_name
+    movie_ids = features[xf(f.MOVIE_ID)]
+    movie = self.movie_embedding(movie_ids)
+    movie_bias = tf.squeeze(self.movie_bias(movie_ids), -1)
+
+    history, mask = self._lookup(self.movie_embedding, features[xf(f.HISTORY_MOVIE_IDS)])
+    history_bias = tf.squeeze(self.movie_bias(tf.maximum(features[xf(f.HISTORY_MOVIE_IDS)], 0)), -1)
+    weights = tf.cast(mask, tf.float32)
+    residuals = (features[xf(f.HISTORY_RATINGS)] - self.global_bias - history_bias) * weights
+    count = tf.reduce_sum(weights, 1)
+    user_bias = tf.reduce_sum(residuals, 1) / (count + self.history_shrinkage)
+    scores = tf.reduce_sum(history * movie[:, None, :], -1) / tf.sqrt(tf.cast(tf.shape(movie)[-1], tf.float32))
+    attention = tf.nn.softmax(tf.where(mask, scores, -1e9), axis=1) * weights
+    knn = tf.reduce_sum(attention * residuals, 1)
+    history_mean = _masked_mean(history, mask)
+
+    title, title_mask = self._lookup(self.title_embedding, features[xf('title_tokens')])
+    dense = tf.stack([
+        features[xf(f.RELEASE_YEAR)], features[xf('release_year_known')], features[xf('movie_age')],
+        features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, knn], axis=1)
+    x = tf.concat([
+        movie, history_mean, movie * history_mean, _masked_mean(title, title_mask), features[xf(f.GENRES)],
+        self.gender_embedding(features[xf(f.USER_GENDER)]),
+        self.occupation_embedding(features[xf(f.USER_OCCUPATION)]),
+        self.zip_embedding(features[xf(f.USER_ZIP)]), self.age_embedding(features[xf('age_bucket')]),
+        self.hour_embedding(features[xf('hour')]), self.weekday_embedding(features[xf('weekday')]), dense], axis=1)
+    x0 = x
+    for cross in self.crosses:
+      x = cross(x0, x)
+    rating = self.global_bias + movie_bias + user_bias + tf.squeeze(self.mlp(x, training=training), -1)
+    rating = rating[:, None]
+    # Ratings live in 1..5; clipping only at inference keeps training gradients.
+    return rating if training else tf.clip_by_value(rating, f.RATING_RANGE[0], f.RATING_RANGE[1])
+
+  def compute_loss(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    return self.task(labels=features[f.LABEL_KEY], predictions=self(features, training=training))

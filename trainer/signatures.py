@@ -3,6 +3,9 @@
 - ``serving_default``: raw feature values, one tensor per feature, as JSON
   gives them to TF Serving's REST API (``{"instances": [{"user_id": "196",
   "movie_id": "242"}]}``). Only the raw features the model reads are asked for.
+  Lists (genres, the user's history) come padded at the end with "";
+  ``history_ratings`` pairs up with ``history_movie_ids``; an unknown
+  ``release_year`` is 0.
 - ``serving_tf_example``: serialized ``tf.Example`` protos (``examples``).
 - ``transform_features``: serialized examples to transformed features, for
   the Evaluator and for debugging skew.
@@ -23,12 +26,34 @@ def _raw_spec_without_label(tf_transform_output: tft.TFTransformOutput):
 
 
 def _raw_tensor_spec(name: str, feature_spec) -> tf.TensorSpec:
-  """One JSON-friendly input per raw feature: a scalar per instance."""
-  if isinstance(feature_spec, tf.io.VarLenFeature):
-    raise ValueError(
-        f'Raw feature {name!r} is variable-length; the raw serving signature only takes '
-        'one value per feature. Use the serving_tf_example signature for it.')
+  """The JSON-friendly input of one raw feature.
+
+  One value per instance for scalar features; a list padded at the end with
+  '' (or, for a list aligned with an id list, anything) for multi-valued
+  ones; a single int, 0 for unknown, for optional ints (release_year).
+  """
+  if isinstance(feature_spec, tf.io.VarLenFeature) and feature_spec.dtype != tf.int64:
+    return tf.TensorSpec(shape=[None, None], dtype=feature_spec.dtype, name=name)
   return tf.TensorSpec(shape=[None], dtype=feature_spec.dtype, name=name)
+
+
+def _to_parsed(inputs: Dict[str, tf.Tensor], raw_spec) -> Dict[str, tf.Tensor]:
+  """Turns raw-signature inputs into what tf.io.parse_example would give Transform."""
+  lengths = {}
+  for name, value in inputs.items():
+    if isinstance(raw_spec[name], tf.io.VarLenFeature) and value.dtype == tf.string:
+      lengths[name] = tf.reduce_sum(tf.cast(tf.not_equal(value, ''), tf.int64), axis=1)
+  parsed = {}
+  for name, value in inputs.items():
+    spec = raw_spec[name]
+    if not isinstance(spec, tf.io.VarLenFeature):
+      parsed[name] = tf.expand_dims(value, -1)
+    elif value.shape.rank == 1:  # optional int: 0 is unknown
+      parsed[name] = tf.RaggedTensor.from_tensor(value[:, None], lengths=tf.cast(value > 0, tf.int64)).to_sparse()
+    else:
+      row_lengths = lengths.get(name, lengths.get(f.ALIGNED_WITH.get(name)))
+      parsed[name] = tf.RaggedTensor.from_tensor(value, lengths=row_lengths).to_sparse()
+  return parsed
 
 
 def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
@@ -65,8 +90,7 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
 
   @tf.function(input_signature=[raw_inputs])
   def serve_raw(inputs):
-    # Transform was written for parsed tf.Examples: scalar features are [B, 1].
-    return predict({name: tf.expand_dims(value, -1) for name, value in inputs.items()})
+    return predict(_to_parsed(inputs, raw_spec))
 
   return {
       'serving_default': serve_raw.get_concrete_function(),

@@ -10,6 +10,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 from typing import List  # noqa: E402
 
+
 from absl import logging  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
@@ -17,7 +18,9 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer.models import RankingModel  # noqa: E402
+import keras_tuner  # noqa: E402
+
+from trainer import models  # noqa: E402
 from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -42,17 +45,66 @@ def _vocab_size(tf_transform_output: tft.TFTransformOutput, name: str) -> int:
 
 def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) -> tf.keras.Model:
   """Builds and compiles the model ``params.model`` names, sized from Transform."""
-  if params.model != 'ranking':
-    raise ValueError(f'Unknown model {params.model!r}; available: ranking.')
-  model = RankingModel(
-      user_vocab_size=_vocab_size(tf_transform_output, f.USER_VOCAB),
-      movie_vocab_size=_vocab_size(tf_transform_output, f.MOVIE_VOCAB),
-      embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
+  vocab = lambda name: _vocab_size(tf_transform_output, name)  # noqa: E731
+  if params.model == 'ranking':
+    model = models.RankingModel(
+        user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
+        embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
+  elif params.model == 'history_ranking':
+    model = models.HistoryRankingModel(
+        movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
+        gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
+        zip_vocab_size=vocab(f.ZIP_VOCAB), embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes,
+        cross_layers=params.cross_layers, dropout=params.dropout, l2=params.l2,
+        history_shrinkage=params.history_shrinkage)
+  else:
+    raise ValueError(f'Unknown model {params.model!r}; available: {sorted(hp.MODEL_DEFAULTS)}.')
   optimizers = {'adagrad': tf.keras.optimizers.Adagrad, 'adam': tf.keras.optimizers.Adam}
   if params.optimizer not in optimizers:
     raise ValueError(f'Unknown optimizer {params.optimizer!r}; available: {sorted(optimizers)}.')
   model.compile(optimizer=optimizers[params.optimizer](learning_rate=params.learning_rate))
   return model
+
+
+def _callbacks(params: hp.HParams) -> List[tf.keras.callbacks.Callback]:
+  if not params.early_stopping_patience:
+    return []
+  return [tf.keras.callbacks.EarlyStopping('val_rmse', mode='min', patience=params.early_stopping_patience,
+                                           restore_best_weights=True)]
+
+
+def _search_space(hps: keras_tuner.HyperParameters, params: hp.HParams) -> hp.HParams:
+  """The Tuner's search space, around ``params`` (the model's defaults)."""
+  return params.replace(
+      learning_rate=hps.Choice('learning_rate', [3e-4, 1e-3, 3e-3]),
+      optimizer=hps.Choice('optimizer', ['adam', 'adagrad']),
+      embedding_dim=hps.Choice('embedding_dim', [16, 32, 64]),
+      layer_sizes=hps.Choice('layer_sizes', ['64', '128,64', '256,128']),
+      cross_layers=hps.Int('cross_layers', 0, 2),
+      dropout=hps.Choice('dropout', [0.0, 0.2, 0.4]),
+      l2=hps.Choice('l2', [0.0, 1e-5, 1e-4]))
+
+
+# TFX Tuner calls this.
+def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
+  """A seeded random search over the model's hyperparameters, with early stopping.
+
+  custom_config['tuner'] sets the budget: max_trials (default 10) and epochs
+  per trial (default: the model's epochs).
+  """
+  params = hp.resolve(fn_args.custom_config)
+  budget = (fn_args.custom_config or {}).get('tuner', {})
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+  train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, params, shuffle=True)
+  evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, params, shuffle=False)
+  tuner = keras_tuner.RandomSearch(
+      hypermodel=lambda hps: build_model(_search_space(hps, params), tf_transform_output),
+      objective=keras_tuner.Objective('val_rmse', 'min'),
+      max_trials=int(budget.get('max_trials', 10)),
+      seed=params.seed, directory=fn_args.working_dir, project_name='movielens')
+  return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
+      'x': train, 'validation_data': evaluation, 'epochs': int(budget.get('epochs', params.epochs)),
+      'verbose': 0, 'callbacks': [tf.keras.callbacks.EarlyStopping('val_rmse', mode='min', patience=3)]})
 
 
 class _EpochLogger(tf.keras.callbacks.Callback):
@@ -67,22 +119,31 @@ class _EpochLogger(tf.keras.callbacks.Callback):
     logging.info('Trainer epoch %d/%d: %s', epoch + 1, self._epochs, shown)
 
 
+def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: tf.data.Dataset,
+        evaluation: tf.data.Dataset, callbacks=()) -> tf.keras.Model:
+  """Seeds, builds and fits the model: what the Trainer does, callable from benchmarks."""
+  tf.keras.utils.set_random_seed(params.seed)
+  model = build_model(params, tf_transform_output)
+  model.fit(train, validation_data=evaluation, epochs=params.epochs, verbose=0,
+            callbacks=[_EpochLogger(params.epochs), *_callbacks(params), *callbacks])
+  return model
+
+
 # TFX Trainer calls this.
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the model and saves it with its serving signatures."""
   tuned = fn_args.hyperparameters.get('values') if fn_args.hyperparameters else None
   params = hp.resolve(fn_args.custom_config, tuned)
   logging.info('Trainer hyperparameters: %s', params.to_json())
+  # Before the datasets: their shuffle reads the global seed too.
   tf.keras.utils.set_random_seed(params.seed)
 
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, params, shuffle=True)
   evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, params, shuffle=False)
 
-  model = build_model(params, tf_transform_output)
-  model.fit(train, validation_data=evaluation, epochs=params.epochs, verbose=0,
-            callbacks=[_EpochLogger(params.epochs),
-                       tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+  model = fit(params, tf_transform_output, train, evaluation,
+              [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
 
   signatures = make_serving_signatures(model, tf_transform_output, model.RAW_FEATURES)
   tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures)

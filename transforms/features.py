@@ -20,13 +20,25 @@ RATING = 'rating'                # float, 1..5: the label
 
 LABEL_KEY = RATING
 
+# Point-in-time user history: the user's ratings strictly before this
+# rating's timestamp, oldest first, at most HISTORY_LENGTH (the most recent).
+# ExampleGen computes them for training; a serving request carries the same
+# lists, and Transform turns both into model inputs the same way, so training
+# and serving cannot skew (docs/features.md).
+HISTORY_MOVIE_IDS = 'history_movie_ids'  # bytes, multi-valued
+HISTORY_RATINGS = 'history_ratings'      # float, multi-valued, aligned with the ids
+HISTORY_LENGTH = 50
+
 # Raw features and their kinds, for the raw-JSON serving signature.
 # 'scalar' features carry exactly one value per example; 'multi' any number;
 # 'optional' zero or one.
 STRING_FEATURES = (USER_ID, MOVIE_ID, MOVIE_TITLE, USER_GENDER, USER_OCCUPATION, USER_ZIP)
 INT_FEATURES = (USER_AGE, TIMESTAMP)
 OPTIONAL_INT_FEATURES = (RELEASE_YEAR,)
-MULTI_STRING_FEATURES = (GENRES,)
+MULTI_STRING_FEATURES = (GENRES, HISTORY_MOVIE_IDS)
+MULTI_FLOAT_FEATURES = (HISTORY_RATINGS,)
+# A multi-valued feature whose values pair up with another's, one for one.
+ALIGNED_WITH = {HISTORY_RATINGS: HISTORY_MOVIE_IDS}
 
 # Valid ranges of raw values. MovieLensExampleGen quarantines rows outside
 # them and schema/schema.pbtxt states the same bounds (tests/test_schema.py).
@@ -35,6 +47,9 @@ AGE_RANGE = (1, 120)
 RELEASE_YEAR_RANGE = (1900, 2030)
 # 1995-01-01 (before MovieLens existed) to 2100-01-01; 0 is a common sentinel.
 TIMESTAMP_RANGE = (788918400, 4102444800)
+
+# Ages in u.user run 7..73; these edges follow MovieLens 1M's age groups.
+AGE_BOUNDARIES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
 
 # The 19 genres of u.genre, in its order (the u.item flag columns follow it).
 GENRE_NAMES = (
@@ -54,6 +69,11 @@ GENRE_VOCAB = 'genre_vocab'
 
 # Out-of-vocabulary buckets: ids Transform did not see in train land here.
 OOV_BUCKETS = 1
+
+
+TITLE_VOCAB = 'title_token_vocab'
+# Transform pads history to HISTORY_LENGTH with this id (and rating 0).
+HISTORY_PAD_ID = -1
 
 
 def transformed_name(key: str) -> str:

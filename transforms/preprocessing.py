@@ -12,8 +12,9 @@ _SECONDS_PER_HOUR = 3600
 _SECONDS_PER_DAY = 86400
 # 1970-01-01 was a Thursday; shifting by 3 days makes Monday day 0.
 _EPOCH_WEEKDAY_SHIFT = 3
-# Ages in u.user run 7..73; these edges follow MovieLens 1M's age groups.
-AGE_BOUNDARIES = (18.0, 25.0, 35.0, 45.0, 50.0, 56.0)
+# Titles are short: 8 words cover 99% of ML-100K's; 5,000 words cover them all.
+TITLE_TOKENS = 8
+TITLE_VOCAB_SIZE = 5000
 
 
 def _dense(x, default):
@@ -26,11 +27,43 @@ def _dense(x, default):
   return tf.reshape(x, [-1])
 
 
-def _ids(x, vocab_filename, frequency_threshold=None):
+def _ids(x, vocab_filename):
   """Maps strings to integer ids from a train-split vocabulary plus OOV buckets."""
-  return tft.compute_and_apply_vocabulary(
-      x, num_oov_buckets=f.OOV_BUCKETS, vocab_filename=vocab_filename,
-      frequency_threshold=frequency_threshold)
+  return tft.compute_and_apply_vocabulary(x, num_oov_buckets=f.OOV_BUCKETS, vocab_filename=vocab_filename)
+
+
+def _last(x, length: int, default):
+  """The last ``length`` values of each row of a sparse feature, padded at the end.
+
+  Returns:
+    (dense [B, length], mask [B, length] bool).
+  """
+  ragged = tf.RaggedTensor.from_sparse(x)[:, -length:]
+  mask = tf.sequence_mask(ragged.row_lengths(), length)
+  return ragged.to_tensor(default_value=default, shape=[None, length]), mask
+
+
+def _history(movie_ids, ratings, movie_vocab):
+  """The point-in-time history as padded movie vocabulary ids and ratings.
+
+  The same graph runs on training examples (history from ExampleGen) and on
+  serving requests (history sent by the client), so the two cannot skew.
+  Padding is HISTORY_PAD_ID with rating 0.
+  """
+  ids, mask = _last(movie_ids, f.HISTORY_LENGTH, '')
+  values, _ = _last(ratings, f.HISTORY_LENGTH, 0.0)
+  vocab_ids = tft.apply_vocabulary(ids, movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
+  pad = tf.constant(f.HISTORY_PAD_ID, tf.int64)
+  return (tf.where(mask, vocab_ids, pad), tf.where(mask, tf.cast(values, tf.float32), 0.0),
+          tf.reduce_sum(tf.cast(mask, tf.int64), axis=1))
+
+
+def _title_tokens(titles):
+  """Lower-case word ids of each title (the year token included), padded with HISTORY_PAD_ID."""
+  words = tf.strings.split(tf.strings.lower(titles))
+  ids = tft.compute_and_apply_vocabulary(words, top_k=TITLE_VOCAB_SIZE, num_oov_buckets=f.OOV_BUCKETS,
+                                         vocab_filename=f.TITLE_VOCAB)
+  return ids[:, :TITLE_TOKENS].to_tensor(default_value=f.HISTORY_PAD_ID, shape=[None, TITLE_TOKENS])
 
 
 def _multi_hot_genres(genres):
@@ -65,7 +98,15 @@ def preprocessing_fn(inputs):
   """
   out = {}
   out[f.transformed_name(f.USER_ID)] = _ids(_dense(inputs[f.USER_ID], ''), f.USER_VOCAB)
-  out[f.transformed_name(f.MOVIE_ID)] = _ids(_dense(inputs[f.MOVIE_ID], ''), f.MOVIE_VOCAB)
+  movie_vocab = tft.vocabulary(_dense(inputs[f.MOVIE_ID], ''), vocab_filename=f.MOVIE_VOCAB)
+  out[f.transformed_name(f.MOVIE_ID)] = tft.apply_vocabulary(
+      _dense(inputs[f.MOVIE_ID], ''), movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
+  history_ids, history_ratings, history_count = _history(
+      inputs[f.HISTORY_MOVIE_IDS], inputs[f.HISTORY_RATINGS], movie_vocab)
+  out[f.transformed_name(f.HISTORY_MOVIE_IDS)] = history_ids
+  out[f.transformed_name(f.HISTORY_RATINGS)] = history_ratings
+  out[f.transformed_name('history_count')] = history_count
+  out[f.transformed_name('title_tokens')] = _title_tokens(_dense(inputs[f.MOVIE_TITLE], ''))
   out[f.transformed_name(f.USER_GENDER)] = _ids(_dense(inputs[f.USER_GENDER], ''), f.GENDER_VOCAB)
   out[f.transformed_name(f.USER_OCCUPATION)] = _ids(_dense(inputs[f.USER_OCCUPATION], ''), f.OCCUPATION_VOCAB)
   zip3 = tf.strings.substr(_dense(inputs[f.USER_ZIP], ''), 0, 3)
@@ -74,7 +115,7 @@ def preprocessing_fn(inputs):
   age = tf.cast(_dense(inputs[f.USER_AGE], 0), tf.float32)
   out[f.transformed_name(f.USER_AGE)] = tft.scale_to_z_score(age)
   out[f.transformed_name('age_bucket')] = tf.cast(
-      tft.apply_buckets(age, [list(AGE_BOUNDARIES)]), tf.int64)
+      tft.apply_buckets(age, [list(f.AGE_BOUNDARIES)]), tf.int64)
 
   out[f.transformed_name(f.GENRES)] = _multi_hot_genres(inputs[f.GENRES])
 

@@ -3,7 +3,7 @@
 import dataclasses
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from absl import logging
 import apache_beam as beam
@@ -16,6 +16,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
+from components.movielens_example_gen import history
 from components.movielens_example_gen import parsing
 from components.movielens_example_gen import sources
 from components.movielens_example_gen import spec
@@ -62,17 +63,30 @@ def _dedup(pair_and_ratings):
     yield beam.pvalue.TaggedOutput(_BAD, row)
 
 
-def _serialize(rating: parsing.Rating, movie_parts, user_parts) -> bytes:
+# (rating, history_movie_ids, history_ratings), as history.histories yields.
+_RatingWithHistory = Tuple[parsing.Rating, List[bytes], List[float]]
+
+
+def _with_history(user_and_ratings) -> Iterator[_RatingWithHistory]:
+  """Yields each rating of one user with its point-in-time history."""
+  _, ratings = user_and_ratings
+  return history.histories(ratings)
+
+
+def _serialize(rated: _RatingWithHistory, movie_parts, user_parts) -> bytes:
   """Returns the serialized tf.train.Example of a joined rating."""
+  rating, history_movie_ids, history_ratings = rated
   return parsing.serialize_example(rating, movie_parts[rating.movie_id],
-                                   user_parts[rating.user_id])
+                                   user_parts[rating.user_id],
+                                   history_movie_ids, history_ratings)
 
 
-def _partition(rating: parsing.Rating, num_partitions: int,
+def _partition(rated: _RatingWithHistory, num_partitions: int,
                config: split.SplitConfig,
                ts_range: Optional[Tuple[int, int]]) -> int:
   """Returns the index in split.SPLIT_NAMES of a rating's split."""
   del num_partitions
+  rating = rated[0]
   name = split.assign_split(config, rating.user_id, rating.movie_id,
                             rating.timestamp, ts_range)
   return split.SPLIT_NAMES.index(name)
@@ -132,7 +146,7 @@ def _MovieLensToExamples(  # pylint: disable=invalid-name
     pipeline: beam.Pipeline, source: sources.DataSource,
     config: split.SplitConfig, split_uris: Dict[str, str],
     quarantine_file: str, summary_file: str) -> None:
-  """Reads, validates, joins, dedups and splits; writes examples and quarantine.
+  """Reads, validates, joins, dedups, adds history, splits; writes it all.
 
   Args:
     pipeline: the Beam pipeline (a PBegin).
@@ -196,7 +210,15 @@ def _MovieLensToExamples(  # pylint: disable=invalid-name
       | 'Timestamps' >> beam.Map(lambda r: r.timestamp)
       | 'TimestampRange' >> beam.CombineGlobally(_MinMaxFn()))
   ts_range_side = beam.pvalue.AsSingleton(ts_range)
-  partitions = valid | 'Split' >> beam.Partition(
+  # Over all valid ratings, whatever their split: a test-period rating sees
+  # the user's earlier test-period ratings, as a serving request carries the
+  # user's recent ratings. Only earlier seconds count (history.py).
+  with_history = (
+      valid
+      | 'KeyByUser' >> beam.Map(lambda r: (r.user_id, r))
+      | 'GroupByUser' >> beam.GroupByKey()
+      | 'History' >> beam.FlatMap(_with_history))
+  partitions = with_history | 'Split' >> beam.Partition(
       _partition, len(split.SPLIT_NAMES), config=config,
       ts_range=ts_range_side)
   split_counts = []

@@ -404,8 +404,12 @@ def user_example_part(user: User) -> bytes:
   })
 
 
-def serialize_example(rating: Rating, movie_part: bytes,
-                      user_part: bytes) -> bytes:
+def serialize_example(rating: Rating,
+                      movie_part: bytes,
+                      user_part: bytes,
+                      history_movie_ids: Optional[Sequence[bytes]] = None,
+                      history_ratings: Optional[Sequence[float]] = None
+                     ) -> bytes:
   """Returns the serialized tf.train.Example of one joined rating.
 
   Building the movie and user features in Python for every rating took a third
@@ -417,11 +421,21 @@ def serialize_example(rating: Rating, movie_part: bytes,
     rating: the rating.
     movie_part: movie_example_part() of its movie.
     user_part: user_example_part() of its user.
+    history_movie_ids: the user's earlier movies (see history.py), or None to
+      leave both history features out.
+    history_ratings: their ratings, aligned with history_movie_ids.
 
   Returns:
     A serialized tf.train.Example with the raw features of
-    transforms/features.py.
+    transforms/features.py. With a history, both history features are present,
+    as empty lists for a first rating.
+
+  Raises:
+    ValueError: if only one of the history lists is given, or their lengths
+      differ.
   """
+  if (history_movie_ids is None) != (history_ratings is None):
+    raise ValueError('history_movie_ids and history_ratings go together')
   example = tf.train.Example.FromString(movie_part + user_part)
   feature = example.features.feature
   feature[features.USER_ID].bytes_list.value.append(
@@ -430,16 +444,35 @@ def serialize_example(rating: Rating, movie_part: bytes,
       rating.movie_id.encode('utf-8'))
   feature[features.TIMESTAMP].int64_list.value.append(rating.timestamp)
   feature[features.RATING].float_list.value.append(rating.rating)
+  if history_movie_ids is not None:
+    if len(history_movie_ids) != len(history_ratings):
+      raise ValueError(
+          f'{len(history_movie_ids)} history movie ids but '
+          f'{len(history_ratings)} history ratings')
+    # SetInParent: an empty history must still be a present, empty feature.
+    movie_ids = feature[features.HISTORY_MOVIE_IDS].bytes_list
+    movie_ids.SetInParent()
+    movie_ids.value.extend(history_movie_ids)
+    ratings = feature[features.HISTORY_RATINGS].float_list
+    ratings.SetInParent()
+    ratings.value.extend(history_ratings)
   return example.SerializeToString()
 
 
-def to_tf_example(rating: Rating, movie: Movie, user: User) -> tf.train.Example:
+def to_tf_example(rating: Rating,
+                  movie: Movie,
+                  user: User,
+                  history_movie_ids: Optional[Sequence[bytes]] = None,
+                  history_ratings: Optional[Sequence[float]] = None
+                 ) -> tf.train.Example:
   """Builds the tf.train.Example of one rating joined to its movie and user.
 
   Args:
     rating: the rating.
     movie: its movie from u.item.
     user: its user from u.user.
+    history_movie_ids: as in serialize_example; None leaves the history out.
+    history_ratings: as in serialize_example.
 
   Returns:
     A tf.train.Example with the raw features of transforms/features.py;
@@ -447,4 +480,5 @@ def to_tf_example(rating: Rating, movie: Movie, user: User) -> tf.train.Example:
   """
   return tf.train.Example.FromString(
       serialize_example(rating, movie_example_part(movie),
-                        user_example_part(user)))
+                        user_example_part(user), history_movie_ids,
+                        history_ratings))
