@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup run test test-unit test-e2e bench-pipeline clean
+.PHONY: setup run test test-unit test-e2e bench-pipeline bench-quality bench-index clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP): setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip==24.3.1'
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	$(PY) -m pip install -q --no-deps recbole==1.2.1 scann==1.3.2
 	@touch $@
 
 run: $(STAMP)
@@ -39,6 +39,12 @@ test-e2e: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(PY) -m benchmarks.bench_pipeline $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench-quality: $(STAMP)
+	$(PY) -m benchmarks.bench_quality $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench-index: $(STAMP)
+	$(PY) -m benchmarks.bench_index
 
 clean:
 	rm -rf outputs .pytest_cache

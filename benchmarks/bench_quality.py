@@ -15,6 +15,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import json  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -139,6 +140,7 @@ def main(argv=None):
   parser.add_argument('--output-root', default=None, help='reuse this pipeline output (default: a fresh run)')
   parser.add_argument('--seeds', default='1,2,3')
   parser.add_argument('--models', default=','.join(RANKING_MODELS))
+  parser.add_argument('--hparams', default='{}', help='JSON overrides for every trained model')
   args = parser.parse_args(argv)
   output_root = args.output_root or tempfile.mkdtemp(prefix='bench-quality-')
   examples_uri, transform_uri, transformed_uri = _reference_run(output_root, args.data_dir)
@@ -155,7 +157,7 @@ def main(argv=None):
     per_seed = []
     for seed in seeds:
       start = time.time()
-      params = hp.resolve({'hparams': {'model': name, 'seed': seed}})
+      params = hp.resolve({'hparams': {**json.loads(args.hparams), 'model': name, 'seed': seed}})
       tf.keras.utils.set_random_seed(seed)
       model = task.fit(params, tf_transform_output,
                        _transformed_dataset(tf_transform_output, transformed_uri, 'train', params, shuffle=True),

@@ -7,6 +7,8 @@ import tensorflow_recommenders as tfrs
 from transforms import features as f
 
 PREDICTION_KEY = 'predictions'
+# How many of the latest history ratings make the recent bias.
+RECENT = 5
 
 
 class RankingModel(tfrs.Model):
@@ -142,6 +144,11 @@ class HistoryRankingModel(tfrs.Model):
     residuals = (features[xf(f.HISTORY_RATINGS)] - self.global_bias - history_bias) * weights
     count = tf.reduce_sum(weights, 1)
     user_bias = tf.reduce_sum(residuals, 1) / (count + self.history_shrinkage)
+    # The same over the last RECENT ratings: tastes drift.
+    positions = tf.range(tf.shape(weights)[1], dtype=tf.float32)[None, :]
+    recent = weights * tf.cast(positions >= count[:, None] - RECENT, tf.float32)
+    recent_bias = tf.reduce_sum(residuals * recent, 1) / (tf.reduce_sum(recent, 1) + 2.0)
+    raw_mean = tf.reduce_sum(features[xf(f.HISTORY_RATINGS)] * weights, 1) / tf.maximum(count, 1.0)
     scores = tf.reduce_sum(history * movie[:, None, :], -1) / tf.sqrt(tf.cast(tf.shape(movie)[-1], tf.float32))
     attention = tf.nn.softmax(tf.where(mask, scores, -1e9), axis=1) * weights
     knn = tf.reduce_sum(attention * residuals, 1)
@@ -150,13 +157,13 @@ class HistoryRankingModel(tfrs.Model):
     title, title_mask = self._lookup(self.title_embedding, features[xf('title_tokens')])
     dense = tf.stack([
         features[xf(f.RELEASE_YEAR)], features[xf('release_year_known')], features[xf('movie_age')],
-        features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, knn], axis=1)
+        features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, recent_bias, knn,
+        (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32)], axis=1)
     x = tf.concat([
         movie, history_mean, movie * history_mean, _masked_mean(title, title_mask), features[xf(f.GENRES)],
         self.gender_embedding(features[xf(f.USER_GENDER)]),
         self.occupation_embedding(features[xf(f.USER_OCCUPATION)]),
-        self.zip_embedding(features[xf(f.USER_ZIP)]), self.age_embedding(features[xf('age_bucket')]),
-        self.hour_embedding(features[xf('hour')]), self.weekday_embedding(features[xf('weekday')]), dense], axis=1)
+        self.age_embedding(features[xf('age_bucket')]), dense], axis=1)
     x0 = x
     for cross in self.crosses:
       x = cross(x0, x)
