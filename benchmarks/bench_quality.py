@@ -35,6 +35,7 @@ from transforms import features as f  # noqa: E402
 
 NAME = 'quality'
 RANKING_MODELS = ('ranking', 'history_ranking')
+RETRIEVAL_MODELS = ('retrieval',)
 # Pseudo-counts of the bias baselines (the usual MovieLens choices).
 ITEM_SHRINKAGE = 5.0
 USER_SHRINKAGE = 5.0
@@ -47,13 +48,13 @@ def _files(uri: str, split: str):
 def read_split(uri: str, split: str) -> Dict[str, list]:
   """Serialized examples and the raw fields the baselines need."""
   spec = {f.USER_ID: tf.io.FixedLenFeature([], tf.string), f.MOVIE_ID: tf.io.FixedLenFeature([], tf.string),
-          f.RATING: tf.io.FixedLenFeature([], tf.float32),
+          f.RATING: tf.io.FixedLenFeature([], tf.float32), f.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
           f.HISTORY_MOVIE_IDS: tf.io.VarLenFeature(tf.string), f.HISTORY_RATINGS: tf.io.VarLenFeature(tf.float32)}
   out = collections.defaultdict(list)
   for batch in tf.data.TFRecordDataset(_files(uri, split), compression_type='GZIP').batch(8192):
     parsed = tf.io.parse_example(batch, spec)
     out['serialized'] += list(batch.numpy())
-    for key in (f.USER_ID, f.MOVIE_ID, f.RATING):
+    for key in (f.USER_ID, f.MOVIE_ID, f.RATING, f.TIMESTAMP):
       out[key] += parsed[key].numpy().tolist()
     for key in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS):
       out[key] += tf.RaggedTensor.from_sparse(parsed[key]).to_list()
@@ -134,18 +135,98 @@ def _summary(per_seed, cold, warm, labels):
           'rmse_by_seed': [round(r, 4) for r in rmses]}
 
 
+def retrieval_protocol(everything, test):
+  """Point-in-time retrieval cases: (query example, seen movies, target movies) per test user.
+
+  History: every rating before the test period plus the first half (by time)
+  of the user's test-period ratings; targets: the second half. The query is
+  the first target's own example, whose history lists hold exactly that
+  history (the most recent 50 of it); seen movies are all of it.
+  """
+  by_user = collections.defaultdict(list)
+  for i, (u, t) in enumerate(zip(test[f.USER_ID], test[f.TIMESTAMP])):
+    by_user[u].append((t, i))
+  rated = collections.defaultdict(list)
+  for u, m, t in zip(everything[f.USER_ID], everything[f.MOVIE_ID], everything[f.TIMESTAMP]):
+    rated[u].append((t, m))
+  cases = []
+  for u, rows in by_user.items():
+    rows.sort()
+    if len(rows) < 2:
+      continue
+    first_target = rows[len(rows) // 2]
+    targets = {test[f.MOVIE_ID][i] for _, i in rows[len(rows) // 2:]}
+    seen = {m for t, m in rated[u] if t < first_target[0]}
+    cases.append((first_target[1], seen, targets - seen))
+  return [c for c in cases if c[2]]
+
+
+def _ranking_metrics(ranked, targets, ks=(10, 100)):
+  hits = [m in targets for m in ranked]
+  out = {f'recall_at_{k}': sum(hits[:k]) / len(targets) for k in ks}
+  dcg = sum(1.0 / np.log2(i + 2) for i, hit in enumerate(hits[:10]) if hit)
+  ideal = sum(1.0 / np.log2(i + 2) for i in range(min(10, len(targets))))
+  out['ndcg_at_10'] = dcg / ideal
+  return out
+
+
+def _mean_metrics(per_case):
+  return {k: round(float(np.mean([c[k] for c in per_case])), 4) for k in per_case[0]}
+
+
+def popularity_metrics(everything, test_start, cases):
+  """Most-rated movies before the test period, minus what each user has seen."""
+  counts = collections.Counter(m for m, t in zip(everything[f.MOVIE_ID], everything[f.TIMESTAMP]) if t < test_start)
+  order = [m for m, _ in counts.most_common()]
+  per_case = []
+  for _, seen, targets in cases:
+    ranked = [m for m in order if m not in seen][:100]
+    per_case.append(_ranking_metrics(ranked, targets))
+  return _mean_metrics(per_case)
+
+
+def model_retrieval_metrics(model, tf_transform_output, transformed_uri, cases, test):
+  """Top-100 by the model's query and candidate towers over every movie in the vocabulary."""
+  vocab = tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB)  # bytes, like the raw ids
+  candidate_keys = (f.transformed_name(f.MOVIE_ID), f.transformed_name(f.GENRES), f.transformed_name(f.RELEASE_YEAR))
+  features = {}
+  spec = tf_transform_output.transformed_feature_spec()
+  for batch in tf.data.TFRecordDataset(_files(transformed_uri, 'train'), compression_type='GZIP').batch(8192):
+    parsed = tf.io.parse_example(batch, {k: spec[k] for k in candidate_keys})
+    for row in zip(*(parsed[k].numpy() for k in candidate_keys)):
+      features.setdefault(int(row[0]), row)
+  ids = sorted(i for i in features if i < len(vocab))
+  candidates = {k: tf.constant(np.stack([features[i][j] for i in ids])) for j, k in enumerate(candidate_keys)}
+  candidate_embeddings = model.candidate_embeddings(candidates).numpy()
+  raw_spec = tf_transform_output.raw_feature_spec()
+  raw_spec.pop(f.LABEL_KEY)
+  queries = tf.io.parse_example(tf.constant([test['serialized'][i] for i, _, _ in cases]), raw_spec)
+  query_embeddings = model.query_embeddings(tf_transform_output.transform_features_layer()(queries)).numpy()
+  scores = query_embeddings @ candidate_embeddings.T
+  names = [vocab[i] for i in ids]
+  per_case = []
+  for row, (_, seen, targets) in zip(scores, cases):
+    order = np.argsort(-row)
+    ranked = [names[j] for j in order if names[j] not in seen][:100]
+    per_case.append(_ranking_metrics(ranked, targets))
+  return _mean_metrics(per_case)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--data-dir', default=os.environ.get('MOVIELENS_DATA_DIR', ''))
   parser.add_argument('--output-root', default=None, help='reuse this pipeline output (default: a fresh run)')
   parser.add_argument('--seeds', default='1,2,3')
-  parser.add_argument('--models', default=','.join(RANKING_MODELS))
+  parser.add_argument('--models', default=','.join(RANKING_MODELS + RETRIEVAL_MODELS))
   parser.add_argument('--hparams', default='{}', help='JSON overrides for every trained model')
   args = parser.parse_args(argv)
   output_root = args.output_root or tempfile.mkdtemp(prefix='bench-quality-')
   examples_uri, transform_uri, transformed_uri = _reference_run(output_root, args.data_dir)
   tf_transform_output = tft.TFTransformOutput(transform_uri)
-  train, test = read_split(examples_uri, 'train'), read_split(examples_uri, 'test')
+  train, evaluation, test = (read_split(examples_uri, s) for s in ('train', 'eval', 'test'))
+  everything = {k: train[k] + evaluation[k] + test[k] for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
+  cases = retrieval_protocol(everything, test)
+  retrieval_results = {'popularity': popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)}
   labels = np.array(test[f.RATING])
   train_users = set(train[f.USER_ID])
   cold = np.array([u not in train_users for u in test[f.USER_ID]])
@@ -162,14 +243,27 @@ def main(argv=None):
       model = task.fit(params, tf_transform_output,
                        _transformed_dataset(tf_transform_output, transformed_uri, 'train', params, shuffle=True),
                        _transformed_dataset(tf_transform_output, transformed_uri, 'eval', params, shuffle=False))
-      per_seed.append(predict(model, tf_transform_output, test['serialized']))
-      print(f'[bench-quality] {name} seed {seed}: test RMSE {_rmse(per_seed[-1], labels):.4f} '
-            f'({time.time() - start:.0f} s)', flush=True)
-    models[name] = _summary(per_seed, cold, warm, labels)
-  ranking = [n for n in args.models.split(',')]
-  best = min(ranking, key=lambda n: models[n]['rmse_mean'])
-  result = {'models': models, 'best_ranking': best, 'seeds': seeds, 'test_rows': int(len(labels)),
-            'cold_share': round(float(cold.mean()), 4)}
+      if name in RETRIEVAL_MODELS:
+        per_seed.append(model_retrieval_metrics(model, tf_transform_output, transformed_uri, cases, test))
+        shown = ', '.join(f'{k} {v:.4f}' for k, v in per_seed[-1].items())
+      else:
+        per_seed.append(predict(model, tf_transform_output, test['serialized']))
+        shown = f'test RMSE {_rmse(per_seed[-1], labels):.4f}'
+      print(f'[bench-quality] {name} seed {seed}: {shown} ({time.time() - start:.0f} s)', flush=True)
+    if name in RETRIEVAL_MODELS:
+      retrieval_results[name] = {k: round(statistics.mean(c[k] for c in per_seed), 4) for k in per_seed[0]}
+      retrieval_results[name]['recall_at_100_std'] = round(statistics.pstdev(c['recall_at_100'] for c in per_seed), 4)
+    else:
+      models[name] = _summary(per_seed, cold, warm, labels)
+  ranking = [n for n in args.models.split(',') if n not in RETRIEVAL_MODELS]
+  retrievers = [n for n in args.models.split(',') if n in RETRIEVAL_MODELS]
+  result = {'models': {**models, **retrieval_results}, 'seeds': seeds, 'test_rows': int(len(labels)),
+            'cold_share': round(float(cold.mean()), 4), 'retrieval_cases': len(cases),
+            'popularity': retrieval_results['popularity']}
+  if ranking:
+    result['best_ranking'] = min(ranking, key=lambda n: models[n]['rmse_mean'])
+  if retrievers:
+    result['best_retrieval'] = max(retrievers, key=lambda n: retrieval_results[n]['recall_at_100'])
   common.write_result(NAME, result, _table(result))
 
 
@@ -178,11 +272,16 @@ def _table(r):
            'bias_point_in_time': 'item bias + point-in-time user bias', 'ranking': "seed's model (ranking)",
            'history_ranking': 'ours: history_ranking (features, history, DCN)'}
   rows = [f'| {names.get(k, k)} | {v["rmse_mean"]:.4f} ± {v["rmse_std"]:.4f} | {v["rmse_cold"]:.4f} | '
-          f'{v["rmse_warm"]:.4f} |' for k, v in r['models'].items()]
+          f'{v["rmse_warm"]:.4f} |' for k, v in r['models'].items() if 'rmse_mean' in v]
+  retrieval_rows = [f'| {k} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | {v["ndcg_at_10"]:.4f} |'
+                    for k, v in r['models'].items() if 'recall_at_100' in v]
   return '\n'.join([
       f'Test split: {r["test_rows"]} ratings, {r["cold_share"]:.0%} from users not in train. '
-      f'Trained models: mean ± std over seeds {r["seeds"]}. Best ranking model: **{r["best_ranking"]}**.',
-      '', '| model | test RMSE | cold users | warm users |', '| --- | ---: | ---: | ---: |', *rows])
+      f'Trained models: mean ± std over seeds {r["seeds"]}. Best ranking model: '
+      f'**{r.get("best_ranking")}**; best retrieval model: **{r.get("best_retrieval")}**.',
+      '', '| model | test RMSE | cold users | warm users |', '| --- | ---: | ---: | ---: |', *rows,
+      '', f'Retrieval, point-in-time protocol ({r["retrieval_cases"]} test users):', '',
+      '| model | Recall@10 | Recall@100 | NDCG@10 |', '| --- | ---: | ---: | ---: |', *retrieval_rows])
 
 
 if __name__ == '__main__':

@@ -68,7 +68,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                       help='Folder for artifacts, the MLMD store and pushed models (default: outputs).')
   parser.add_argument('--epochs', type=int, default=None,
                       help='Training epochs (default: trainer/hparams.py, the seed\'s 50).')
-  parser.add_argument('--model', choices=sorted(hparams_lib.MODEL_DEFAULTS), default=None,
+  parser.add_argument('--model', choices=hparams_lib.RATING_MODELS, default=None,
                       help='Which model to train (default: ranking, the seed\'s).')
   parser.add_argument('--tune-trials', type=int, default=0,
                       help='Run the Tuner with this many KerasTuner trials before training (default: off).')

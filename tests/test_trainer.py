@@ -152,3 +152,10 @@ def test_history_model_raw_and_tf_example_signatures_agree(tiny_transform, tmp_p
   from_examples = loaded.signatures['serving_tf_example'](examples=examples)[PREDICTION_KEY].numpy()
   direct = model(data).numpy()
   np.testing.assert_allclose(from_examples, direct, rtol=1e-4, atol=1e-4)
+
+
+def test_build_model_makes_the_retrieval_model_from_transform_vocabularies(tiny_transform):
+  output = tft.TFTransformOutput(tiny_transform[0])
+  model = build_model(hp.resolve({'hparams': {'model': 'retrieval', 'embedding_dim': 8, 'layer_sizes': '8'}}),
+                      output)
+  assert model.movie_embedding.input_dim == output.vocabulary_size_by_name(f.MOVIE_VOCAB) + f.OOV_BUCKETS

@@ -59,7 +59,15 @@ MODEL_DEFAULTS: Dict[str, Dict[str, Any]] = {
         'optimizer': 'adam', 'learning_rate': 1e-3, 'l2': 1e-5, 'epochs': 30, 'batch_size': 1024,
         'early_stopping_patience': 3,
     },
+    # Two towers; its loss is not a rating error, so no RMSE early stopping.
+    'retrieval': {
+        'embedding_dim': 32, 'layer_sizes': (64, 32), 'optimizer': 'adagrad', 'learning_rate': 0.1, 'l2': 0.0,
+        'epochs': 10, 'batch_size': 4096,
+    },
 }
+# Models whose output is a rating: the pipeline's Evaluator and serving
+# signatures need one. Retrieval models are scored by make bench-quality.
+RATING_MODELS = ('ranking', 'history_ranking')
 
 
 def resolve(custom_config: Optional[Mapping[str, Any]],

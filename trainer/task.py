@@ -20,7 +20,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
 import keras_tuner  # noqa: E402
 
-from trainer import models  # noqa: E402
+from trainer import models, retrieval  # noqa: E402
 from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -57,6 +57,11 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) 
         zip_vocab_size=vocab(f.ZIP_VOCAB), embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes,
         cross_layers=params.cross_layers, dropout=params.dropout, l2=params.l2,
         history_shrinkage=params.history_shrinkage)
+  elif params.model == 'retrieval':
+    model = retrieval.RetrievalModel(
+        user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
+        gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
+        zip_vocab_size=vocab(f.ZIP_VOCAB), embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes)
   else:
     raise ValueError(f'Unknown model {params.model!r}; available: {sorted(hp.MODEL_DEFAULTS)}.')
   optimizers = {'adagrad': tf.keras.optimizers.Adagrad, 'adam': tf.keras.optimizers.Adam}
@@ -134,6 +139,9 @@ def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the model and saves it with its serving signatures."""
   tuned = fn_args.hyperparameters.get('values') if fn_args.hyperparameters else None
   params = hp.resolve(fn_args.custom_config, tuned)
+  if params.model not in hp.RATING_MODELS:
+    raise ValueError(f'The pipeline trains rating models {hp.RATING_MODELS}; {params.model!r} has no rating '
+                     'output for its Evaluator and serving signatures. `make bench-quality` trains and scores it.')
   logging.info('Trainer hyperparameters: %s', params.to_json())
   # Before the datasets: their shuffle reads the global seed too.
   tf.keras.utils.set_random_seed(params.seed)
