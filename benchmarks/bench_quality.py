@@ -31,6 +31,7 @@ from benchmarks import common  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
 from trainer import task  # noqa: E402
+from trainer.signatures import raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 NAME = 'quality'
@@ -101,8 +102,7 @@ def _transformed_dataset(tf_transform_output, uri, split, params, shuffle):
 
 def predict(model, tf_transform_output, serialized) -> np.ndarray:
   """Raw test examples through the Transform graph and the model, as serving_tf_example does."""
-  raw_spec = tf_transform_output.raw_feature_spec()
-  raw_spec.pop(f.LABEL_KEY)
+  raw_spec = raw_spec_without_label(tf_transform_output)
   layer = tf_transform_output.transform_features_layer()
   out = []
   for start in range(0, len(serialized), 8192):
@@ -198,8 +198,7 @@ def model_retrieval_metrics(model, tf_transform_output, transformed_uri, cases, 
   ids = sorted(i for i in features if i < len(vocab))
   candidates = {k: tf.constant(np.stack([features[i][j] for i in ids])) for j, k in enumerate(candidate_keys)}
   candidate_embeddings = model.candidate_embeddings(candidates).numpy()
-  raw_spec = tf_transform_output.raw_feature_spec()
-  raw_spec.pop(f.LABEL_KEY)
+  raw_spec = raw_spec_without_label(tf_transform_output)
   queries = tf.io.parse_example(tf.constant([test['serialized'][i] for i, _, _ in cases]), raw_spec)
   query_embeddings = model.query_embeddings(tf_transform_output.transform_features_layer()(queries)).numpy()
   scores = query_embeddings @ candidate_embeddings.T

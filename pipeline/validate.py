@@ -28,7 +28,6 @@ import tensorflow_data_validation as tfdv  # noqa: E402
 from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
 
 from components.data_validator import checks, report  # noqa: E402
-from components.data_validator.executor import split_files  # noqa: E402
 from components.movielens_example_gen import history, parsing  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from transforms import features as f  # noqa: E402

@@ -19,7 +19,8 @@ from trainer.models import PREDICTION_KEY
 from transforms import features as f
 
 
-def _raw_spec_without_label(tf_transform_output: tft.TFTransformOutput):
+def raw_spec_without_label(tf_transform_output: tft.TFTransformOutput):
+  """The raw feature spec a request or a tf.Example at serving time has: no label."""
   spec = tf_transform_output.raw_feature_spec()
   spec.pop(f.LABEL_KEY, None)
   return spec
@@ -72,7 +73,7 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
   """
   # Tracked as an attribute so the Transform assets are saved with the model.
   model.tft_layer = tf_transform_output.transform_features_layer()
-  raw_spec = _raw_spec_without_label(tf_transform_output)
+  raw_spec = raw_spec_without_label(tf_transform_output)
 
   def predict(raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     transformed = model.tft_layer(raw)
