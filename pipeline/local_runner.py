@@ -57,6 +57,22 @@ def data_fingerprint(data_dir: str) -> str:
   return digest.hexdigest()
 
 
+def content_addressed_copy(path: str, root: str) -> str:
+  """Copies ``path`` to ``<root>/<md5>/<name>`` and returns the copy's path.
+
+  ImportSchemaGen's cache key is the schema's path, not its content: without
+  this, an edited schema/schema.pbtxt would be served from the cache.
+  """
+  with open(path, 'rb') as fh:
+    content = fh.read()
+  target = os.path.join(root, hashlib.md5(content).hexdigest(), os.path.basename(path))
+  if not os.path.exists(target):
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with open(target, 'wb') as fh:
+      fh.write(content)
+  return target
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='python -m pipeline.local_runner',
@@ -106,7 +122,8 @@ def build(args: argparse.Namespace):
       data_dir=data_dir,
       data_fingerprint=data_fingerprint(data_dir),
       max_bad_fraction=args.max_bad_fraction,
-      schema_path=None if args.infer_schema else configs.SCHEMA_FILE,
+      schema_path=None if args.infer_schema else content_addressed_copy(
+          configs.SCHEMA_FILE, os.path.join(root, 'schemas')),
       fail_on_anomalies=not args.no_data_gate,
       hparams=hparams,
       tuner_trials=args.tune_trials,

@@ -61,3 +61,14 @@ def test_tuner_is_added_on_request_and_feeds_the_trainer(tmp_path):
   plain, _, _ = local_runner.build(local_runner.parse_args(['--data-dir', str(tmp_path), '--output-root',
                                                             str(tmp_path / 'out')]))
   assert 'Tuner' not in {c.id for c in plain.components}
+
+
+def test_an_edited_schema_gets_a_new_path_so_the_cache_sees_it(tmp_path):
+  schema = tmp_path / 'schema.pbtxt'
+  schema.write_text('feature { name: "a" }\n')
+  first = local_runner.content_addressed_copy(str(schema), str(tmp_path / 'copies'))
+  assert local_runner.content_addressed_copy(str(schema), str(tmp_path / 'copies')) == first
+  schema.write_text('feature { name: "b" }\n')
+  second = local_runner.content_addressed_copy(str(schema), str(tmp_path / 'copies'))
+  assert second != first and open(second).read() == 'feature { name: "b" }\n'
+  assert open(first).read() == 'feature { name: "a" }\n'
