@@ -54,9 +54,8 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) 
     model = models.HistoryRankingModel(
         movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
         gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
-        zip_vocab_size=vocab(f.ZIP_VOCAB), embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes,
-        cross_layers=params.cross_layers, dropout=params.dropout, l2=params.l2,
-        history_shrinkage=params.history_shrinkage)
+        embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, cross_layers=params.cross_layers,
+        dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage)
   elif params.model == 'retrieval':
     model = retrieval.RetrievalModel(
         user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
