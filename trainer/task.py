@@ -1,4 +1,4 @@
-"""Trainer module file: builds, fits and exports a TFRS model.
+"""Trainer and Tuner module file: builds, fits and exports a TFRS model.
 
 TFX packages this folder (``trainer/``) into the Trainer's cache key, so edits
 here re-run Trainer but never Transform.
@@ -10,16 +10,14 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 from typing import List  # noqa: E402
 
-
 from absl import logging  # noqa: E402
+import keras_tuner  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-import keras_tuner  # noqa: E402
-
 from trainer import models, retrieval  # noqa: E402
 from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
