@@ -28,6 +28,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from components.data_validator.checks import split_files  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
 from trainer import task  # noqa: E402
@@ -42,17 +43,13 @@ ITEM_SHRINKAGE = 5.0
 USER_SHRINKAGE = 5.0
 
 
-def _files(uri: str, split: str):
-  return sorted(tf.io.gfile.glob(os.path.join(uri, f'Split-{split}', '*')))
-
-
 def read_split(uri: str, split: str) -> Dict[str, list]:
   """Serialized examples and the raw fields the baselines need."""
   spec = {f.USER_ID: tf.io.FixedLenFeature([], tf.string), f.MOVIE_ID: tf.io.FixedLenFeature([], tf.string),
           f.RATING: tf.io.FixedLenFeature([], tf.float32), f.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
           f.HISTORY_MOVIE_IDS: tf.io.VarLenFeature(tf.string), f.HISTORY_RATINGS: tf.io.VarLenFeature(tf.float32)}
   out = collections.defaultdict(list)
-  for batch in tf.data.TFRecordDataset(_files(uri, split), compression_type='GZIP').batch(8192):
+  for batch in tf.data.TFRecordDataset(split_files(uri, split), compression_type='GZIP').batch(8192):
     parsed = tf.io.parse_example(batch, spec)
     out['serialized'] += list(batch.numpy())
     for key in (f.USER_ID, f.MOVIE_ID, f.RATING, f.TIMESTAMP):
@@ -94,7 +91,7 @@ def bias_baselines(train, test) -> Dict[str, np.ndarray]:
 
 def _transformed_dataset(tf_transform_output, uri, split, params, shuffle):
   spec = tf_transform_output.transformed_feature_spec()
-  dataset = tf.data.TFRecordDataset(_files(uri, split), compression_type='GZIP')
+  dataset = tf.data.TFRecordDataset(split_files(uri, split), compression_type='GZIP')
   if shuffle:
     dataset = dataset.shuffle(100_000, seed=params.seed)
   return dataset.batch(params.batch_size).map(lambda x: tf.io.parse_example(x, spec)).cache()
@@ -191,7 +188,7 @@ def model_retrieval_metrics(model, tf_transform_output, transformed_uri, cases, 
   candidate_keys = (f.transformed_name(f.MOVIE_ID), f.transformed_name(f.GENRES), f.transformed_name(f.RELEASE_YEAR))
   features = {}
   spec = tf_transform_output.transformed_feature_spec()
-  for batch in tf.data.TFRecordDataset(_files(transformed_uri, 'train'), compression_type='GZIP').batch(8192):
+  for batch in tf.data.TFRecordDataset(split_files(transformed_uri, 'train'), compression_type='GZIP').batch(8192):
     parsed = tf.io.parse_example(batch, {k: spec[k] for k in candidate_keys})
     for row in zip(*(parsed[k].numpy() for k in candidate_keys)):
       features.setdefault(int(row[0]), row)

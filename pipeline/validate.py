@@ -57,11 +57,10 @@ class Reference:
     self.data_dir = run_summary.artifact_properties(store, examples).get('data_source_path', '')
 
   def train_statistics(self):
-    return tfdv.load_stats_binary(os.path.join(self.statistics_uri, 'Split-train', 'FeatureStats.pb'))
+    return checks.split_statistics(self.statistics_uri, 'train')
 
   def train_ids(self):
-    return checks.known_ids(checks.read_ids(sorted(tf.io.gfile.glob(
-        os.path.join(self.examples_uri, 'Split-train', '*')))))
+    return checks.known_ids(checks.read_ids(checks.split_files(self.examples_uri, 'train')))
 
 
 def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.BadRow]]:

@@ -10,6 +10,7 @@ Three kinds of findings, each naming the split, the feature and the figure:
   a threshold per id feature.
 """
 import dataclasses
+import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -96,6 +97,17 @@ def validate(statistics: statistics_pb2.DatasetFeatureStatisticsList, schema: sc
 
 
 IdBatch = Dict[str, np.ndarray]
+_STATS_FILE = 'FeatureStats.pb'
+
+
+def split_files(artifact_uri: str, split: str) -> List[str]:
+  """The data files of one split of an Examples artifact (TFX's Split-<name> layout)."""
+  return sorted(tf.io.gfile.glob(os.path.join(artifact_uri, f'Split-{split}', '*')))
+
+
+def split_statistics(artifact_uri: str, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
+  """The statistics of one split of an ExampleStatistics artifact."""
+  return tfdv.load_stats_binary(os.path.join(artifact_uri, f'Split-{split}', _STATS_FILE))
 
 
 def read_ids(files: Sequence[str], names: Sequence[str] = ID_FEATURES, batch_size: int = 8192) -> Iterable[IdBatch]:

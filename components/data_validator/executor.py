@@ -5,7 +5,6 @@ from typing import Any, Dict, List
 
 from absl import logging
 import tensorflow as tf
-import tensorflow_data_validation as tfdv
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
@@ -14,16 +13,11 @@ from tfx.utils import io_utils
 from components.data_validator import checks, report
 from components.data_validator import spec
 
-_STATS_FILE = 'FeatureStats.pb'
 _ANOMALIES_FILE = 'SchemaDiff.pb'  # TFX's name, so TFX tooling reads ours
 
 
 class DataValidationError(RuntimeError):
   """The data failed its checks; the message names the features and figures."""
-
-
-def split_files(examples: types.Artifact, split: str) -> List[str]:
-  return sorted(tf.io.gfile.glob(os.path.join(artifact_utils.get_split_uri([examples], split), '*')))
 
 
 def _quarantine_summary(input_dict) -> Dict[str, Any]:
@@ -55,21 +49,19 @@ class Executor(base_executor.BaseExecutor):
     if baseline not in splits:
       raise ValueError(f'Baseline split {baseline!r} is not among the statistics splits {splits}.')
 
-    def stats(split):
-      return tfdv.load_stats_binary(os.path.join(artifact_utils.get_split_uri([statistics], split), _STATS_FILE))
-
-    baseline_stats = stats(baseline)
-    known = checks.known_ids(checks.read_ids(split_files(examples, baseline)))
+    baseline_stats = checks.split_statistics(statistics.uri, baseline)
+    known = checks.known_ids(checks.read_ids(checks.split_files(examples.uri, baseline)))
     findings, measurements = [], []
     for split in splits:
       anomalies, split_findings, split_measurements = checks.validate(
-          stats(split), schema, split, previous=None if split == baseline else baseline_stats)
+          checks.split_statistics(statistics.uri, split), schema, split,
+          previous=None if split == baseline else baseline_stats)
       io_utils.write_bytes_file(os.path.join(anomalies_artifact.uri, f'Split-{split}', _ANOMALIES_FILE),
                                 anomalies.SerializeToString())
       findings += split_findings
       measurements += split_measurements
       if split != baseline:
-        oov = checks.oov_measurements(checks.read_ids(split_files(examples, split)), known, split, thresholds)
+        oov = checks.oov_measurements(checks.read_ids(checks.split_files(examples.uri, split)), known, split, thresholds)
         measurements += oov
         findings += checks.measurement_findings(oov)
     anomalies_artifact.split_names = artifact_utils.encode_split_names(splits)
