@@ -54,8 +54,7 @@ def _history(movie_ids, ratings, movie_vocab):
   values, _ = _last(ratings, f.HISTORY_LENGTH, 0.0)
   vocab_ids = tft.apply_vocabulary(ids, movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
   pad = tf.constant(f.HISTORY_PAD_ID, tf.int64)
-  return (tf.where(mask, vocab_ids, pad), tf.where(mask, tf.cast(values, tf.float32), 0.0),
-          tf.reduce_sum(tf.cast(mask, tf.int64), axis=1))
+  return tf.where(mask, vocab_ids, pad), tf.where(mask, tf.cast(values, tf.float32), 0.0)
 
 
 def _title_tokens(titles):
@@ -101,11 +100,10 @@ def preprocessing_fn(inputs):
   movie_vocab = tft.vocabulary(_dense(inputs[f.MOVIE_ID], ''), vocab_filename=f.MOVIE_VOCAB)
   out[f.transformed_name(f.MOVIE_ID)] = tft.apply_vocabulary(
       _dense(inputs[f.MOVIE_ID], ''), movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
-  history_ids, history_ratings, history_count = _history(
+  history_ids, history_ratings = _history(
       inputs[f.HISTORY_MOVIE_IDS], inputs[f.HISTORY_RATINGS], movie_vocab)
   out[f.transformed_name(f.HISTORY_MOVIE_IDS)] = history_ids
   out[f.transformed_name(f.HISTORY_RATINGS)] = history_ratings
-  out[f.transformed_name('history_count')] = history_count
   out[f.transformed_name('title_tokens')] = _title_tokens(_dense(inputs[f.MOVIE_TITLE], ''))
   out[f.transformed_name(f.USER_GENDER)] = _ids(_dense(inputs[f.USER_GENDER], ''), f.GENDER_VOCAB)
   out[f.transformed_name(f.USER_OCCUPATION)] = _ids(_dense(inputs[f.USER_OCCUPATION], ''), f.OCCUPATION_VOCAB)
