@@ -67,3 +67,40 @@ def test_age_buckets_and_label_pass_through(tiny_transform):
   for raw, t in zip(rows, transformed):
     assert t[xf('age_bucket')] == int(np.searchsorted(f.AGE_BOUNDARIES, raw[f.USER_AGE][0], side='right'))
     assert t[f.LABEL_KEY] == pytest.approx(raw[f.RATING][0])
+
+
+def test_new_user_flags_users_outside_the_train_vocabulary(tiny_transform):
+  out_dir, _, transformed = tiny_transform
+  assert {t[xf(f.NEW_USER)] for t in transformed} == {0}  # every train user is known
+  layer = tft.TFTransformOutput(out_dir).transform_features_layer()
+  got = layer({f.USER_ID: tf.constant([[b'0'], [b'never-seen']])})
+  assert got[xf(f.NEW_USER)].numpy().tolist() == [0, 1]
+
+
+def test_popularity_buckets_follow_train_rating_counts(tiny_transform):
+  out_dir, rows, transformed = tiny_transform
+  counts = {}
+  for raw in rows:
+    counts[raw[f.MOVIE_ID][0]] = counts.get(raw[f.MOVIE_ID][0], 0) + 1
+  bucket = {raw[f.MOVIE_ID][0]: t[xf(f.MOVIE_POPULARITY)] for raw, t in zip(rows, transformed)}
+  ranked = sorted(counts, key=lambda m: (-counts[m], m))
+  # Head movies are rated at least as often as torso ones, torso as tail ones.
+  assert bucket[ranked[0]] == 0 and bucket[ranked[-1]] == 2
+  assert all(counts[a] >= counts[b] for a in counts for b in counts if bucket[a] < bucket[b])
+  layer = tft.TFTransformOutput(out_dir).transform_features_layer()
+  assert layer({f.MOVIE_ID: tf.constant([[b'999999']])})[xf(f.MOVIE_POPULARITY)].numpy().tolist() == [2]
+
+
+def test_catalog_lists_each_train_movie_once_with_its_features(tiny_transform):
+  out_dir, rows, _ = tiny_transform
+  lines = tft.TFTransformOutput(out_dir).vocabulary_by_name(f.CATALOG_VOCAB)
+  catalog = {}
+  for line in lines:
+    movie_id, title, genres, year = line.decode().split(f.CATALOG_SEPARATOR)
+    assert movie_id not in catalog
+    catalog[movie_id] = (title, genres.split('|'), year)
+  for raw in rows:
+    title, genres, year = catalog[raw[f.MOVIE_ID][0].decode()]
+    assert title == raw[f.MOVIE_TITLE][0].decode()
+    assert genres == [g.decode() for g in raw[f.GENRES]]
+    assert year == (str(raw[f.RELEASE_YEAR][0]) if raw[f.RELEASE_YEAR] else '')

@@ -73,6 +73,29 @@ def _multi_hot_genres(genres):
   return tf.cast(tf.reduce_any(hits, axis=1), tf.float32)
 
 
+def _popularity(movie_ids, vocab_size):
+  """0 head, 1 torso, 2 tail from frequency-ranked movie ids (OOV is tail)."""
+  rank = tf.cast(movie_ids, tf.float32) / tf.cast(vocab_size, tf.float32)
+  edges = tf.constant(f.POPULARITY_EDGES, tf.float32)
+  return tf.reduce_sum(tf.cast(rank[:, None] >= edges[None, :], tf.int64), axis=1)
+
+
+def _catalog(inputs):
+  """Writes the movie catalog vocabulary (f.CATALOG_VOCAB) from train rows.
+
+  It is an asset of the Transform graph, so a model that carries the graph
+  carries its catalog; the trainer reads it to build top-K recommendations.
+  """
+  genres = inputs[f.GENRES]
+  genres = tf.RaggedTensor.from_sparse(genres) if isinstance(genres, tf.SparseTensor) else genres
+  year = _dense(inputs[f.RELEASE_YEAR], -1)
+  year = tf.where(year > 0, tf.strings.as_string(year), '')
+  line = tf.strings.join([
+      _dense(inputs[f.MOVIE_ID], ''), _dense(inputs[f.MOVIE_TITLE], ''),
+      tf.strings.reduce_join(genres, axis=1, separator='|'), year], separator=f.CATALOG_SEPARATOR)
+  tft.vocabulary(line, vocab_filename=f.CATALOG_VOCAB)
+
+
 def _time_features(timestamp):
   """Hour of day (0-23) and day of week (0 = Monday) from unix seconds, in UTC."""
   hour = tf.math.floormod(timestamp // _SECONDS_PER_HOUR, 24)
@@ -97,9 +120,15 @@ def preprocessing_fn(inputs):
   """
   out = {}
   out[f.transformed_name(f.USER_ID)] = _ids(_dense(inputs[f.USER_ID], ''), f.USER_VOCAB)
+  out[f.transformed_name(f.NEW_USER)] = tf.cast(
+      out[f.transformed_name(f.USER_ID)] >= tft.experimental.get_vocabulary_size_by_name(f.USER_VOCAB), tf.int64)
+  # Ranked by frequency: id 0 is the most rated train movie.
   movie_vocab = tft.vocabulary(_dense(inputs[f.MOVIE_ID], ''), vocab_filename=f.MOVIE_VOCAB)
   out[f.transformed_name(f.MOVIE_ID)] = tft.apply_vocabulary(
       _dense(inputs[f.MOVIE_ID], ''), movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
+  out[f.transformed_name(f.MOVIE_POPULARITY)] = _popularity(
+      out[f.transformed_name(f.MOVIE_ID)], tft.experimental.get_vocabulary_size_by_name(f.MOVIE_VOCAB))
+  _catalog(inputs)
   history_ids, history_ratings = _history(
       inputs[f.HISTORY_MOVIE_IDS], inputs[f.HISTORY_RATINGS], movie_vocab)
   out[f.transformed_name(f.HISTORY_MOVIE_IDS)] = history_ids
