@@ -9,14 +9,38 @@
 - ``serving_tf_example``: serialized ``tf.Example`` protos (``examples``).
 - ``transform_features``: serialized examples to transformed features, for
   the Evaluator and for debugging skew.
-"""
-from typing import Dict, Sequence
+- ``recommend``: one user per row (the user features the model reads, and
+  the user's recent ratings, padded like ``serving_default``) and ``k``; it
+  scores every movie of the catalog Transform wrote (f.CATALOG_VOCAB) with
+  the model's rating, drops the movies in the given history, and returns the
+  top ``k`` movie ids, titles and scores. Brute force in plain TF ops, so
+  stock TF Serving runs it (it has no ScaNN ops).
 
+Defaults a client may send for what it does not know: ``""`` for any string
+(it maps to the out-of-vocabulary bucket), ``user_age`` 0 (the signature
+uses DEFAULT_USER_AGE), ``timestamp`` 0 (the time of the request), an empty
+history (``[""]`` and ``[0]``).
+"""
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer.models import PREDICTION_KEY
 from transforms import features as f
+
+RECOMMEND = 'recommend'
+# Output keys of the recommend signature.
+MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
+K = 'k'
+# k is clipped to this; a longer list is a different product (a browse page).
+MAX_K = 100
+# What the model reads about a candidate movie; every other raw feature it
+# reads comes from the request.
+CANDIDATE_FEATURES = (f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR)
+# Used when a request's user_age is 0 (unknown): the median age in ML-100K's u.user.
+DEFAULT_USER_AGE = 31
 
 
 def raw_spec_without_label(tf_transform_output: tft.TFTransformOutput):
@@ -97,4 +121,137 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
       'serving_default': serve_raw.get_concrete_function(),
       'serving_tf_example': serve_tf_examples.get_concrete_function(),
       'transform_features': transform_features.get_concrete_function(),
+      RECOMMEND: _make_recommend(model, tf_transform_output, raw_features, raw_spec),
   }
+
+
+def read_catalog(tf_transform_output: tft.TFTransformOutput) -> Dict[str, np.ndarray]:
+  """The catalog as raw-signature inputs: one row per train movie, most rated first.
+
+  Returns:
+    movie_id, movie_title [N] bytes; genres [N, G] bytes padded with b'';
+    release_year [N] int64, 0 when unknown.
+  """
+  rows = [line.split(f.CATALOG_SEPARATOR.encode())
+          for line in tf_transform_output.vocabulary_by_name(f.CATALOG_VOCAB)]
+  genres = [g.split(b'|') if g else [] for _, _, g, _ in rows]
+  width = max([len(g) for g in genres] + [1])
+  return {
+      f.MOVIE_ID: np.array([r[0] for r in rows], dtype=object),
+      f.MOVIE_TITLE: np.array([r[1] for r in rows], dtype=object),
+      f.GENRES: np.array([g + [b''] * (width - len(g)) for g in genres], dtype=object).reshape(len(rows), width),
+      f.RELEASE_YEAR: np.array([int(r[3]) if r[3] else 0 for r in rows], dtype=np.int64),
+  }
+
+
+def recommend_input_names(raw_features: Sequence[str]) -> List[str]:
+  """The request inputs of ``recommend`` for a model reading ``raw_features``.
+
+  The user features the model reads, the history lists (always: they say
+  what to leave out), and k.
+  """
+  names = [n for n in raw_features if n not in CANDIDATE_FEATURES]
+  names += [n for n in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS) if n not in names]
+  return names + [K]
+
+
+def _example_request(specs: Dict[str, tf.TensorSpec]) -> Dict[str, tf.Tensor]:
+  """One row of the defaults a client may send for every request input."""
+  example = {}
+  for name, spec in specs.items():
+    shape = [1] * len(spec.shape)
+    example[name] = tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, '')
+  return example
+
+
+def _feature_sources(tft_layer, raw_spec, request: Dict[str, tf.Tensor],
+                     catalog: Dict[str, tf.Tensor]) -> Tuple[set, set, set, List[str]]:
+  """Which Transform outputs need only the candidate, only the request, or both.
+
+  Transform prunes the outputs whose raw inputs were not given, so feeding
+  each side alone tells which outputs it determines. Outputs that need both
+  (a movie's age at rating time) are recomputed per (request, candidate)
+  pair, from the fewest request features that give them: the request's
+  history lists are left out of that pass when they can be, because they
+  are the wide part.
+
+  Returns:
+    (candidate-only keys, request-only keys, keys needing both, the request
+    features the pairwise pass reads).
+  """
+  one_movie = {k: v[:1] for k, v in catalog.items()}
+  candidate_keys = set(tft_layer(_to_parsed(catalog, raw_spec)))
+  request_keys = set(tft_layer(_to_parsed(request, raw_spec)))
+  all_keys = set(tft_layer(_to_parsed({**request, **one_movie}, raw_spec)))
+  pair_keys = all_keys - candidate_keys - request_keys
+  narrow = [n for n in request if n not in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)]
+  if pair_keys and not pair_keys <= set(tft_layer(_to_parsed(
+      {**{n: request[n] for n in narrow}, **one_movie}, raw_spec))):
+    narrow = list(request)
+  return candidate_keys, request_keys, pair_keys, narrow if pair_keys else []
+
+
+def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
+                    raw_features: Sequence[str], raw_spec) -> tf.types.experimental.ConcreteFunction:
+  """The ``recommend`` signature: brute-force top-K over the catalog by predicted rating.
+
+  The candidates' Transform outputs are computed once here, by the model's
+  own Transform graph, and saved as constants; the request's are computed
+  per call and repeated for each candidate.
+  """
+  catalog_np = read_catalog(tf_transform_output)
+  catalog = {k: tf.constant(v) for k, v in catalog_np.items() if k in raw_features}
+  n_movies = len(catalog_np[f.MOVIE_ID])
+  names = recommend_input_names(raw_features)
+  specs = {n: _raw_tensor_spec(n, raw_spec[n]) for n in names if n != K}
+  specs[K] = tf.TensorSpec(shape=[None], dtype=tf.int32, name=K)
+  user_specs = {n: s for n, s in specs.items() if n != K}
+  candidate_keys, request_keys, pair_keys, pair_inputs = _feature_sources(
+      model.tft_layer, raw_spec, {n: v for n, v in _example_request(user_specs).items() if n in raw_features},
+      catalog)
+  # Eager tensors would be captured by reference; numpy becomes graph constants.
+  candidate_features = {k: v.numpy() for k, v in model.tft_layer(_to_parsed(catalog, raw_spec)).items()
+                        if k in candidate_keys}
+
+  def _defaults(inputs):
+    out = dict(inputs)
+    if f.USER_AGE in out:
+      out[f.USER_AGE] = tf.where(out[f.USER_AGE] > 0, out[f.USER_AGE], DEFAULT_USER_AGE)
+    if f.TIMESTAMP in out:
+      now = tf.cast(tf.timestamp(), tf.int64)
+      out[f.TIMESTAMP] = tf.where(out[f.TIMESTAMP] > 0, out[f.TIMESTAMP], now)
+    return out
+
+  @tf.function(input_signature=[specs])
+  def recommend(inputs):
+    request = _defaults({n: v for n, v in inputs.items() if n in raw_features})
+    batch = tf.shape(inputs[K])[0]
+    features = {}
+    for key, value in model.tft_layer(_to_parsed(request, raw_spec)).items():
+      if key in request_keys:
+        features[key] = tf.repeat(value, n_movies, axis=0)
+    for key, value in candidate_features.items():
+      features[key] = tf.tile(tf.constant(value), [batch] + [1] * (value.ndim - 1))
+    if pair_keys:
+      pairs = {n: tf.repeat(request[n], n_movies, axis=0) for n in pair_inputs}
+      for name, value in catalog.items():
+        pairs[name] = tf.tile(value, [batch] + [1] * (len(value.shape) - 1))
+      transformed = model.tft_layer(_to_parsed(pairs, raw_spec))
+      features.update({k: transformed[k] for k in pair_keys})
+    scores = tf.reshape(model(features), [batch, n_movies])
+
+    movie_ids = tf.constant(catalog_np[f.MOVIE_ID])
+    seen = tf.reduce_any(tf.equal(movie_ids[None, :, None], inputs[f.HISTORY_MOVIE_IDS][:, None, :]), axis=2)
+    scores = tf.where(seen, -np.inf, scores)
+    k = tf.clip_by_value(inputs[K], 0, min(MAX_K, n_movies))
+    top = tf.math.top_k(scores, k=tf.reduce_max(tf.concat([k, [0]], 0)))
+    # Rows asking for fewer than the batch's largest k, or users who have
+    # seen almost everything, are padded: movie id '', score 0.
+    valid = (tf.range(tf.shape(top.indices)[1])[None, :] < k[:, None]) & tf.math.is_finite(top.values)
+    return {
+        MOVIE_IDS: tf.where(valid, tf.gather(movie_ids, top.indices), ''),
+        TITLES: tf.where(valid, tf.gather(tf.constant(catalog_np[f.MOVIE_TITLE]), top.indices), ''),
+        SCORES: tf.where(valid, top.values, 0.0),
+    }
+
+  return recommend.get_concrete_function()

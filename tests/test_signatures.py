@@ -1,0 +1,124 @@
+"""The recommend signature: top-K over the catalog, history excluded, any user."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from trainer import hparams as hp
+from trainer import signatures
+from trainer.models import PREDICTION_KEY
+from trainer.task import build_model
+from transforms import features as f
+
+pytestmark = pytest.mark.unit
+
+
+def _export(tiny_transform, tmp_path, model_name):
+  out_dir, _, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  tf.keras.utils.set_random_seed(0)
+  overrides = {'model': model_name, 'embedding_dim': 4, 'layer_sizes': '8'}
+  model = build_model(hp.resolve({'hparams': overrides}), output)
+  data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
+  model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
+  export_dir = str(tmp_path / model_name)
+  tf.saved_model.save(model, export_dir,
+                      signatures=signatures.make_serving_signatures(model, output, model.RAW_FEATURES))
+  return tf.saved_model.load(export_dir), output
+
+
+def _user(loaded, history=(), k=3, **values):
+  """One recommend row with defaults for every input the signature has."""
+  inputs = {}
+  for name, spec in loaded.signatures[signatures.RECOMMEND].structured_input_signature[1].items():
+    if name == f.HISTORY_MOVIE_IDS:
+      inputs[name] = tf.constant([[m for m, _ in history] + ['']])
+    elif name == f.HISTORY_RATINGS:
+      inputs[name] = tf.constant([[float(r) for _, r in history] + [0.0]])
+    elif name == signatures.K:
+      inputs[name] = tf.constant([k], tf.int32)
+    elif spec.dtype == tf.string:
+      inputs[name] = tf.constant([values.get(name, '')])
+    else:
+      inputs[name] = tf.constant([values.get(name, 0)], spec.dtype)
+  return inputs
+
+
+@pytest.fixture(scope='module', params=['ranking', 'history_ranking'])
+def exported(request, tiny_transform, tmp_path_factory):
+  return _export(tiny_transform, tmp_path_factory.mktemp('sig'), request.param)
+
+
+def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
+  loaded, _ = exported
+  inputs = set(loaded.signatures[signatures.RECOMMEND].structured_input_signature[1])
+  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, signatures.K} <= inputs
+  assert not inputs & {f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR}
+  assert set(loaded.signatures) == {'serving_default', 'serving_tf_example', 'transform_features',
+                                    signatures.RECOMMEND}
+
+
+def test_recommend_scores_match_serving_default_for_the_same_pairs(exported, tiny_transform):
+  loaded, output = exported
+  catalog = signatures.read_catalog(output)
+  history = [('1', 4), ('2', 2)]
+  user = dict(user_id='3', user_age=27, user_gender='F', user_occupation='writer', timestamp=880000000)
+  top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, history, k=4, **user))
+  ids = [m.decode() for m in top[signatures.MOVIE_IDS].numpy()[0]]
+  scores = top[signatures.SCORES].numpy()[0]
+  assert len(ids) == 4 and not {'1', '2'} & set(ids)
+  assert list(scores) == sorted(scores, reverse=True)
+  # The same user and movies, scored one pair at a time through serving_default.
+  serve = loaded.signatures['serving_default']
+  rows = [list(catalog[f.MOVIE_ID]).index(m.encode()) for m in ids]
+  request = {}
+  for name, spec in serve.structured_input_signature[1].items():
+    if name in catalog:
+      request[name] = tf.constant(catalog[name][rows])
+    elif name == f.HISTORY_MOVIE_IDS:
+      request[name] = tf.constant([[b'1', b'2']] * len(rows))
+    elif name == f.HISTORY_RATINGS:
+      request[name] = tf.constant([[4.0, 2.0]] * len(rows))
+    else:
+      request[name] = tf.constant([user[name]] * len(rows), spec.dtype)
+  expected = serve(**request)[PREDICTION_KEY].numpy()[:, 0]
+  np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+  titles = dict(zip(catalog[f.MOVIE_ID], catalog[f.MOVIE_TITLE]))
+  assert list(top[signatures.TITLES].numpy()[0]) == [titles[m.encode()] for m in ids]
+
+
+def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):
+  loaded, output = exported
+  n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
+  unknown = loaded.signatures[signatures.RECOMMEND](
+      **_user(loaded, [('no-such-movie', 5)], k=5, user_id='no-such-user', user_gender='X', user_occupation='?'))
+  assert np.isfinite(unknown[signatures.SCORES].numpy()).all()
+  assert all(m for m in unknown[signatures.MOVIE_IDS].numpy()[0])
+  # Seen everything but one movie: one recommendation, the rest padded.
+  catalog_ids = [m.decode() for m in signatures.read_catalog(output)[f.MOVIE_ID]]
+  seen_all_but_one = [(m, 3) for m in catalog_ids[1:]]
+  top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, seen_all_but_one, k=n_movies))
+  ids = [m.decode() for m in top[signatures.MOVIE_IDS].numpy()[0]]
+  assert ids[0] == catalog_ids[0] and set(ids[1:]) == {''}
+  assert (top[signatures.SCORES].numpy()[0][1:] == 0).all()
+
+
+def test_recommend_batches_users_with_their_own_k(exported):
+  loaded, _ = exported
+  one = _user(loaded, k=2, user_id='1')
+  two = _user(loaded, k=4, user_id='5', user_age=60)
+  batch = {n: tf.concat([one[n], two[n]], 0) for n in one}
+  top = loaded.signatures[signatures.RECOMMEND](**batch)
+  ids = top[signatures.MOVIE_IDS].numpy()
+  assert ids.shape == (2, 4)
+  assert ids[0][2:].tolist() == [b'', b''] and all(ids[1])
+  alone = loaded.signatures[signatures.RECOMMEND](**two)
+  np.testing.assert_allclose(top[signatures.SCORES].numpy()[1], alone[signatures.SCORES].numpy()[0], rtol=1e-5)
+
+
+def test_recommend_clips_k(exported, tiny_transform):
+  loaded, output = exported
+  n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
+  top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, k=10_000))
+  assert top[signatures.MOVIE_IDS].shape[1] == min(n_movies, signatures.MAX_K)
+  assert loaded.signatures[signatures.RECOMMEND](**_user(loaded, k=-3))[signatures.MOVIE_IDS].shape == (1, 0)
