@@ -36,8 +36,9 @@ from trainer.signatures import raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 NAME = 'quality'
-RANKING_MODELS = ('ranking', 'history_ranking')
-RETRIEVAL_MODELS = ('retrieval',)
+RANKING_MODELS = ('ranking', 'history_ranking', 'multitask')
+# Models with query and candidate towers; multitask is in both lists.
+RETRIEVAL_MODELS = ('retrieval', 'multitask')
 # Pseudo-counts of the bias baselines (the usual MovieLens choices).
 ITEM_SHRINKAGE = 5.0
 USER_SHRINKAGE = 5.0
@@ -182,28 +183,17 @@ def popularity_metrics(everything, test_start, cases):
   return _mean_metrics(per_case)
 
 
-def model_retrieval_metrics(model, tf_transform_output, transformed_uri, cases, test):
-  """Top-100 by the model's query and candidate towers over every movie in the vocabulary."""
+def model_retrieval_metrics(model, tf_transform_output, cases, test):
+  """Top-100 by the model's query and candidate towers over every movie in the train vocabulary."""
   vocab = tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB)  # bytes, like the raw ids
-  candidate_keys = (f.transformed_name(f.MOVIE_ID), f.transformed_name(f.GENRES), f.transformed_name(f.RELEASE_YEAR))
-  features = {}
-  spec = tf_transform_output.transformed_feature_spec()
-  for batch in tf.data.TFRecordDataset(split_files(transformed_uri, 'train'), compression_type='GZIP').batch(8192):
-    parsed = tf.io.parse_example(batch, {k: spec[k] for k in candidate_keys})
-    for row in zip(*(parsed[k].numpy() for k in candidate_keys)):
-      features.setdefault(int(row[0]), row)
-  ids = sorted(i for i in features if i < len(vocab))
-  candidates = {k: tf.constant(np.stack([features[i][j] for i in ids])) for j, k in enumerate(candidate_keys)}
-  candidate_embeddings = model.candidate_embeddings(candidates).numpy()
+  candidates = model.candidate_embeddings({f.transformed_name(f.MOVIE_ID): tf.range(len(vocab), dtype=tf.int64)})
   raw_spec = raw_spec_without_label(tf_transform_output)
   queries = tf.io.parse_example(tf.constant([test['serialized'][i] for i, _, _ in cases]), raw_spec)
-  query_embeddings = model.query_embeddings(tf_transform_output.transform_features_layer()(queries)).numpy()
-  scores = query_embeddings @ candidate_embeddings.T
-  names = [vocab[i] for i in ids]
+  query_embeddings = model.query_embeddings(tf_transform_output.transform_features_layer()(queries))
+  scores = tf.matmul(query_embeddings, candidates, transpose_b=True).numpy()
   per_case = []
   for row, (_, seen, targets) in zip(scores, cases):
-    order = np.argsort(-row)
-    ranked = [names[j] for j in order if names[j] not in seen][:100]
+    ranked = [vocab[j] for j in np.argsort(-row) if vocab[j] not in seen][:100]
     per_case.append(_ranking_metrics(ranked, targets))
   return _mean_metrics(per_case)
 
@@ -222,7 +212,7 @@ def main(argv=None):
   train, evaluation, test = (read_split(examples_uri, s) for s in ('train', 'eval', 'test'))
   everything = {k: train[k] + evaluation[k] + test[k] for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
   cases = retrieval_protocol(everything, test)
-  retrieval_results = {'popularity': popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)}
+  popularity = popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)
   labels = np.array(test[f.RATING])
   train_users = set(train[f.USER_ID])
   cold = np.array([u not in train_users for u in test[f.USER_ID]])
@@ -230,8 +220,9 @@ def main(argv=None):
 
   models = {name: _summary([p], cold, warm, labels) for name, p in bias_baselines(train, test).items()}
   seeds = [int(s) for s in args.seeds.split(',')]
-  for name in args.models.split(','):
-    per_seed = []
+  names = args.models.split(',')
+  for name in names:
+    predictions, retrieved = [], []
     for seed in seeds:
       start = time.time()
       params = hp.resolve({'hparams': {**json.loads(args.hparams), 'model': name, 'seed': seed}})
@@ -239,37 +230,39 @@ def main(argv=None):
       model = task.fit(params, tf_transform_output,
                        _transformed_dataset(tf_transform_output, transformed_uri, 'train', params, shuffle=True),
                        _transformed_dataset(tf_transform_output, transformed_uri, 'eval', params, shuffle=False))
+      shown = []
+      if name in RANKING_MODELS:
+        predictions.append(predict(model, tf_transform_output, test['serialized']))
+        shown.append(f'test RMSE {_rmse(predictions[-1], labels):.4f}')
       if name in RETRIEVAL_MODELS:
-        per_seed.append(model_retrieval_metrics(model, tf_transform_output, transformed_uri, cases, test))
-        shown = ', '.join(f'{k} {v:.4f}' for k, v in per_seed[-1].items())
-      else:
-        per_seed.append(predict(model, tf_transform_output, test['serialized']))
-        shown = f'test RMSE {_rmse(per_seed[-1], labels):.4f}'
-      print(f'[bench-quality] {name} seed {seed}: {shown} ({time.time() - start:.0f} s)', flush=True)
-    if name in RETRIEVAL_MODELS:
-      retrieval_results[name] = {k: round(statistics.mean(c[k] for c in per_seed), 4) for k in per_seed[0]}
-      retrieval_results[name]['recall_at_100_std'] = round(statistics.pstdev(c['recall_at_100'] for c in per_seed), 4)
-    else:
-      models[name] = _summary(per_seed, cold, warm, labels)
-  ranking = [n for n in args.models.split(',') if n not in RETRIEVAL_MODELS]
-  retrievers = [n for n in args.models.split(',') if n in RETRIEVAL_MODELS]
-  result = {'models': {**models, **retrieval_results}, 'seeds': seeds, 'test_rows': int(len(labels)),
-            'cold_share': round(float(cold.mean()), 4), 'retrieval_cases': len(cases),
-            'popularity': retrieval_results['popularity']}
+        retrieved.append(model_retrieval_metrics(model, tf_transform_output, cases, test))
+        shown += [f'{k} {v:.4f}' for k, v in retrieved[-1].items()]
+      print(f'[bench-quality] {name} seed {seed}: {", ".join(shown)} ({time.time() - start:.0f} s)', flush=True)
+    models[name] = _summary(predictions, cold, warm, labels) if predictions else {}
+    if retrieved:
+      models[name].update({k: round(statistics.mean(c[k] for c in retrieved), 4) for k in retrieved[0]})
+      models[name]['recall_at_100_std'] = round(statistics.pstdev(c['recall_at_100'] for c in retrieved), 4)
+  models['popularity'] = popularity
+  result = {'models': models, 'seeds': seeds, 'test_rows': int(len(labels)),
+            'cold_share': round(float(cold.mean()), 4), 'retrieval_cases': len(cases), 'popularity': popularity}
+  ranking = [n for n in names if n in RANKING_MODELS]
+  retrievers = [n for n in names if n in RETRIEVAL_MODELS]
   if ranking:
     result['best_ranking'] = min(ranking, key=lambda n: models[n]['rmse_mean'])
   if retrievers:
-    result['best_retrieval'] = max(retrievers, key=lambda n: retrieval_results[n]['recall_at_100'])
+    result['best_retrieval'] = max(retrievers, key=lambda n: models[n]['recall_at_100'])
   common.write_result(NAME, result, _table(result))
 
 
 def _table(r):
   names = {'global_mean': 'global mean', 'bias': 'item + user bias (fit on train)',
            'bias_point_in_time': 'item bias + point-in-time user bias', 'ranking': "seed's model (ranking)",
-           'history_ranking': 'ours: history_ranking (features, history, DCN)'}
+           'history_ranking': 'ours: history_ranking (features, history, DCN)',
+           'multitask': 'ours: multitask (history_ranking + retrieval)',
+           'retrieval': 'ours: retrieval (two towers, catalogue softmax)'}
   rows = [f'| {names.get(k, k)} | {v["rmse_mean"]:.4f} ± {v["rmse_std"]:.4f} | {v["rmse_cold"]:.4f} | '
           f'{v["rmse_warm"]:.4f} |' for k, v in r['models'].items() if 'rmse_mean' in v]
-  retrieval_rows = [f'| {k} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | {v["ndcg_at_10"]:.4f} |'
+  retrieval_rows = [f'| {names.get(k, k)} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | {v["ndcg_at_10"]:.4f} |'
                     for k, v in r['models'].items() if 'recall_at_100' in v]
   return '\n'.join([
       f'Test split: {r["test_rows"]} ratings, {r["cold_share"]:.0%} from users not in train. '

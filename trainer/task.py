@@ -18,7 +18,7 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import models, retrieval  # noqa: E402
+from trainer import models, multitask, retrieval  # noqa: E402
 from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -48,17 +48,22 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) 
     model = models.RankingModel(
         user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
         embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
-  elif params.model == 'history_ranking':
+  elif params.model in ('history_ranking', 'multitask'):
     model = models.HistoryRankingModel(
         movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
         gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
         embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, cross_layers=params.cross_layers,
         dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage)
+    if params.model == 'multitask':
+      model = multitask.MultitaskModel(
+          model, movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
+          occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), retrieval_layer_sizes=params.retrieval_layer_sizes,
+          dropout=params.dropout, retrieval_weight=params.retrieval_weight)
   elif params.model == 'retrieval':
     model = retrieval.RetrievalModel(
-        user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
-        gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
-        zip_vocab_size=vocab(f.ZIP_VOCAB), embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes)
+        movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
+        occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), embedding_dim=params.embedding_dim,
+        layer_sizes=params.layer_sizes, dropout=params.dropout)
   else:
     raise ValueError(f'Unknown model {params.model!r}; available: {sorted(hp.MODEL_DEFAULTS)}.')
   optimizers = {'adagrad': tf.keras.optimizers.Adagrad, 'adam': tf.keras.optimizers.Adam}
@@ -71,7 +76,9 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) 
 def _callbacks(params: hp.HParams) -> List[tf.keras.callbacks.Callback]:
   if not params.early_stopping_patience:
     return []
-  return [tf.keras.callbacks.EarlyStopping('val_rmse', mode='min', patience=params.early_stopping_patience,
+  # Rating models stop on eval RMSE, retrieval on its eval softmax loss.
+  monitor = 'val_rmse' if params.model in hp.RATING_MODELS else 'val_loss'
+  return [tf.keras.callbacks.EarlyStopping(monitor, mode='min', patience=params.early_stopping_patience,
                                            restore_best_weights=True)]
 
 
