@@ -38,6 +38,12 @@ PIPELINE_YAML = 'pipeline.yaml'
 # KFP's object store in a standard install, for minio:// pipeline roots.
 DEFAULT_MINIO_ENDPOINT = 'http://minio-service.kubeflow:9000'
 _SCHEMES = ('gs://', 's3://', 'minio://')
+# Where the compiled pipeline runs. Open-source KFP 2.x rejects Resolver
+# nodes ("resolver executors not implemented"), so for 'kfp' the pipeline
+# is built without the latest-blessed-model baseline (docs/kubeflow.md).
+VERTEX = 'vertex'
+KFP = 'kfp'
+PLATFORMS = (VERTEX, KFP)
 # TFX reads this when a component is built; set, it leaves module_file as a
 # path (inside the image) instead of building a wheel into the pipeline root.
 _NO_PACKAGING_ENV = 'UNSUPPORTED_DO_NOT_PACKAGE_USER_MODULES'
@@ -61,6 +67,9 @@ class KubeflowSettings:
     hparams: Trainer hyperparameter overrides (trainer/hparams.py).
     image_source_root: where the repository sits inside the image.
     display_name: the pipeline's name in the KFP UI; '' is the pipeline name.
+    platform: 'vertex' (Vertex AI Pipelines: the whole pipeline) or 'kfp'
+      (open-source KFP 2.x: no baseline Resolver, the Evaluator blesses on
+      the absolute RMSE threshold alone).
   """
   image: str
   pipeline_root: str
@@ -73,6 +82,7 @@ class KubeflowSettings:
   hparams: dict = dataclasses.field(default_factory=dict)
   image_source_root: str = IMAGE_SOURCE_ROOT
   display_name: str = ''
+  platform: str = VERTEX
 
   def object_store_root(self) -> str:
     """The pipeline root as TFX's file system sees it: minio:// becomes s3://."""
@@ -109,6 +119,13 @@ def validate(settings: KubeflowSettings) -> None:
       raise ValueError('The Dataflow runner stages and writes through GCS: --pipeline-root must be gs://.')
     if not any(arg.startswith(('--project=', '--region=')) for arg in settings.beam_args):
       raise ValueError('The Dataflow runner needs --beam-arg=--project=... and --beam-arg=--region=....')
+  if settings.platform not in PLATFORMS:
+    raise ValueError(f'--platform {settings.platform!r}: choose one of {PLATFORMS}.')
+  if settings.platform == KFP and 'baseline_resolver' not in {
+      f.name for f in dataclasses.fields(configs.PipelineConfig)}:
+    raise ValueError('--platform kfp needs PipelineConfig.baseline_resolver, to build the pipeline without '
+                     'its Resolver node, which open-source KFP 2.x cannot run; this tree\'s '
+                     'pipeline/configs.py has none yet (docs/kubeflow.md).')
   if settings.distribution_strategy not in distribution.STRATEGIES:
     raise ValueError(f'--distribution-strategy {settings.distribution_strategy!r}: choose one of '
                      f'{distribution.STRATEGIES}.')
@@ -144,7 +161,9 @@ def pipeline_config(settings: KubeflowSettings):
   hparams = dict(settings.hparams)
   if settings.distribution_strategy != 'default':
     hparams['distribution_strategy'] = settings.distribution_strategy
+  platform_settings = {'baseline_resolver': False} if settings.platform == KFP else {}
   return configs.PipelineConfig(
+      **platform_settings,
       pipeline_root=root,
       serving_model_dir=settings.serving_dir or f'{root}/serving',
       data_dir=settings.data_dir,
@@ -225,6 +244,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--hparams', default='{}', help='JSON overrides of trainer/hparams.py.')
   parser.add_argument('--image-source-root', default=IMAGE_SOURCE_ROOT,
                       help='Where the repository is inside the image (default: %(default)s, the Dockerfile\'s).')
+  parser.add_argument('--platform', choices=PLATFORMS, default=VERTEX,
+                      help='vertex: Vertex AI Pipelines, the whole pipeline; kfp: open-source KFP 2.x, which '
+                           'cannot run the baseline Resolver, so it is left out (default: vertex).')
   parser.add_argument('--display-name', default='', help='Name in the KFP UI (default: the pipeline name).')
   parser.add_argument('--output-dir', default=os.path.join('outputs', 'kubeflow'),
                       help='Where pipeline.json and pipeline.yaml go (default: %(default)s).')
@@ -238,7 +260,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       beam_runner=args.beam_runner, beam_args=args.beam_arg, serving_dir=args.serving_dir,
       s3_endpoint=args.s3_endpoint, distribution_strategy=args.distribution_strategy,
       hparams=json.loads(args.hparams), image_source_root=args.image_source_root,
-      display_name=args.display_name)
+      display_name=args.display_name, platform=args.platform)
   try:
     compile_pipeline(settings, args.output_dir)
   except ValueError as e:

@@ -164,6 +164,7 @@ def test_minio_root_reads_as_s3_with_the_endpoint():
     ({'pipeline_root': 's3://bucket/tfx'}, 'must be gs://'),
     ({'distribution_strategy': 'tpu'}, 'choose one of'),
     ({'hparams': {'epoch': 3}}, 'Unknown hyperparameters'),
+    ({'platform': 'airflow'}, 'choose one of'),
 ])
 def test_settings_that_cannot_run_are_refused(change, message):
   settings = runner.KubeflowSettings(image=IMAGE, pipeline_root=ROOT, data_dir=DATA, beam_runner='dataflow',
@@ -184,6 +185,26 @@ def test_distribution_strategy_reaches_the_trainer(tmp_path):
   assert runner.pipeline_config(settings).hparams == {'distribution_strategy': 'multi_worker_mirrored'}
   assert hparams.resolve({'hparams': runner.pipeline_config(settings).hparams}).distribution_strategy == (
       'multi_worker_mirrored')
+
+
+def test_kfp_platform_leaves_out_the_resolver_kfp_cannot_run(tmp_path):
+  """Open-source KFP 2.x rejects resolver executors; --platform kfp compiles without one."""
+  from pipeline import configs
+  settings = runner.KubeflowSettings(image=IMAGE, pipeline_root='minio://mlpipeline/tfx',
+                                     data_dir='s3://mlpipeline/ml-100k', platform=runner.KFP)
+  if 'baseline_resolver' not in {f.name for f in dataclasses.fields(configs.PipelineConfig)}:
+    with pytest.raises(ValueError, match='baseline_resolver'):
+      runner.validate(settings)
+    return
+  runner.compile_pipeline(settings, str(tmp_path))
+  spec = json_format.MessageToDict(
+      kfp_components.load_component_from_file(str(tmp_path / runner.PIPELINE_YAML)).pipeline_spec)
+  executors = spec['deploymentSpec']['executors'].values()
+  assert all('container' in e for e in executors), 'a non-container executor is left for KFP to reject'
+  tasks = spec['root']['dag']['tasks']
+  assert not any('Resolver' in name for name in tasks)
+  assert {'Evaluator', 'Pusher'} <= set(tasks) and 'baseline_model' not in tasks['Evaluator']['inputs'].get(
+      'artifacts', {})
 
 
 def test_cli_writes_both_files(tmp_path):
