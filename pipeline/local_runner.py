@@ -32,7 +32,8 @@ DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
 DATA_VALIDATION_FAILED = 3
 # INFO lines worth a person's attention; the rest shows with --verbose.
 _PROGRESS = re.compile(r'^(Component \S+ is (running|finished)|MovieLensExampleGen|Trainer epoch|Downloading'
-                       r'|Saved model|This model is already served|Model written to serving path|Data validation)')
+                       r'|Saved model|This model is already served|Model written to serving path|Data validation'
+                       r'|Evaluation report)')
 
 
 class _ProgressFilter(py_logging.Filter):
@@ -83,9 +84,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--output-root', default='outputs',
                       help='Folder for artifacts, the MLMD store and pushed models (default: outputs).')
   parser.add_argument('--epochs', type=int, default=None,
-                      help='Training epochs (default: trainer/hparams.py, the seed\'s 50).')
+                      help='Training epochs (default: the model\'s, from trainer/hparams.py).')
   parser.add_argument('--model', choices=hparams_lib.RATING_MODELS, default=None,
-                      help='Which model to train (default: ranking, the seed\'s).')
+                      help='Which model to train (default: the one trainer/hparams.py names).')
   parser.add_argument('--tune-trials', type=int, default=0,
                       help='Run the Tuner with this many KerasTuner trials before training (default: off).')
   parser.add_argument('--tune-epochs', type=int, default=10, help='Epochs per Tuner trial.')
@@ -161,6 +162,9 @@ def summarize(metadata_path: str, pipeline_name: str, wall_s: float) -> dict:
   blessing = run_summary.output_uri(store, run_id, 'Evaluator', 'blessing')
   if blessing:
     summary['blessed'] = bool(run_summary.artifact_properties(store, blessing).get('blessed', 0))
+  report = run_summary.output_uri(store, run_id, 'EvalReport', 'report')
+  if report:
+    summary['evaluation_report'] = run_summary.artifact_properties(store, report).get('report')
   pushed = run_summary.output_uri(store, run_id, 'Pusher', 'pushed_model')
   if pushed:
     properties = run_summary.artifact_properties(store, pushed)
@@ -184,6 +188,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     return DATA_VALIDATION_FAILED
   summary = summarize(metadata_path, pipeline.pipeline_info.pipeline_name, time.time() - start)
   text = json.dumps(summary, indent=2, sort_keys=True)
+  if summary.get('evaluation_report'):
+    # Also when the report came from the cache and its executor logged nothing.
+    logging.info('Evaluation report: %s', summary['evaluation_report'])
   print(text)
   if args.summary_json:
     with open(args.summary_json, 'w') as fh:

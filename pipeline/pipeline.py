@@ -2,44 +2,15 @@
 from typing import List, Optional
 
 from ml_metadata.proto import metadata_store_pb2
-import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import idempotent_pusher
 from components.data_validator import DataValidator
+from components.eval_report import EvalReport
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from pipeline.configs import PipelineConfig
-from trainer.models import PREDICTION_KEY
-from transforms import features as f
-
-EVAL_SPLIT = 'test'
-
-
-def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-  """RMSE and MAE on the test split; bless under a value and a change threshold.
-
-  ``tf_generic`` makes TFMA call the ``serving_tf_example`` signature instead of
-  ``model.evaluate``, which fails on a TFRS model with compiled metrics.
-  """
-  rmse_threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(upper_bound={'value': config.rmse_threshold}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.LOWER_IS_BETTER,
-          absolute={'value': config.rmse_tolerance}))
-  return tfma.EvalConfig(
-      model_specs=[tfma.ModelSpec(
-          model_type='tf_generic', signature_name='serving_tf_example',
-          label_key=f.LABEL_KEY, prediction_key=PREDICTION_KEY)],
-      slicing_specs=[tfma.SlicingSpec()],
-      metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name='ExampleCount'),
-          tfma.MetricConfig(class_name='RootMeanSquaredError', threshold=rmse_threshold),
-          tfma.MetricConfig(class_name='MeanAbsoluteError'),
-          tfma.MetricConfig(class_name='MeanSquaredError'),
-          tfma.MetricConfig(class_name='MeanLabel'),
-          tfma.MetricConfig(class_name='MeanPrediction'),
-      ])])
+from pipeline.eval_config import EVAL_SPLIT, make_eval_config
 
 
 def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
@@ -134,13 +105,25 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
   ).with_id('LatestBlessedModelResolver')
 
-  # TFMA on the held-out test split; blesses the model or not.
+  # TFMA on the held-out test split, overall and by slice (eval_config.py);
+  # blesses the model or not.
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'],
       example_splits=[EVAL_SPLIT],
       eval_config=make_eval_config(config)).with_id('Evaluator')
+
+  # One static page a reviewer can decide from: the blessing and why, metrics
+  # against the baseline, slices, fairness, calibration and the data.
+  eval_report = EvalReport(
+      evaluation=evaluator.outputs['evaluation'],
+      blessing=evaluator.outputs['blessing'],
+      model=trainer.outputs['model'],
+      examples=example_gen.outputs['examples'],
+      quarantine=example_gen.outputs['quarantine'],
+      anomalies=example_validator.outputs['anomalies'],
+      eval_split=EVAL_SPLIT).with_id('EvalReport')
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
   # unless that same model is already there.
@@ -156,7 +139,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                  *([tuner] if tuner else []), trainer, model_resolver, evaluator, pusher],
+                  *([tuner] if tuner else []), trainer, model_resolver, evaluator, eval_report, pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args)

@@ -35,16 +35,22 @@ def _contexts_of_type(store, execution_id: int, type_name: str):
   return [c for c in store.get_contexts_by_execution(execution_id) if c.type_id == context_type.id]
 
 
-def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> Optional[str]:
-  """The newest pipeline_run context of ``pipeline_name``, or None."""
+def run_ids(store: metadata_store.MetadataStore, pipeline_name: str) -> List[str]:
+  """Every pipeline_run context of ``pipeline_name``, newest first."""
   pipeline = store.get_context_by_type_and_name(_PIPELINE, pipeline_name)
   if pipeline is None:
-    return None
+    return []
   runs = {}
   for execution in store.get_executions_by_context(pipeline.id):
     for run in _contexts_of_type(store, execution.id, _PIPELINE_RUN):
       runs[run.name] = run.create_time_since_epoch
-  return max(runs, key=runs.get) if runs else None
+  return sorted(runs, key=lambda name: (runs[name], name), reverse=True)
+
+
+def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> Optional[str]:
+  """The newest pipeline_run context of ``pipeline_name``, or None."""
+  runs = run_ids(store, pipeline_name)
+  return runs[0] if runs else None
 
 
 def component_runs(store: metadata_store.MetadataStore, run_id: str) -> List[ComponentRun]:

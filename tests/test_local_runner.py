@@ -1,5 +1,6 @@
 """The local runner's CLI and the pipeline it builds, without running it."""
 import json
+import logging as py_logging
 
 import pytest
 
@@ -8,7 +9,7 @@ from pipeline import configs, local_runner
 pytestmark = pytest.mark.unit
 
 COMPONENT_IDS = ['MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-                 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'Pusher']
+                 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'EvalReport', 'Pusher']
 
 
 def _data_dir(tmp_path, ratings=b'1\t1\t5\t881250949\n'):
@@ -42,6 +43,28 @@ def test_build_wires_every_component_with_the_chosen_runner(tmp_path):
   assert config.hparams == {'epochs': 3}
   assert metadata_path.startswith(str(tmp_path / 'out'))
   assert config.serving_model_dir == str(tmp_path / 'out' / 'serving')
+
+
+def test_the_evaluation_report_reads_what_the_evaluator_and_the_data_checks_wrote(tmp_path):
+  args = local_runner.parse_args(['--data-dir', str(_data_dir(tmp_path)), '--output-root', str(tmp_path / 'out')])
+  pipeline, _, _ = local_runner.build(args)
+  by_id = {c.id: c for c in pipeline.components}
+  report = by_id['EvalReport']
+  producers = {key: channel.producer_component_id for key, channel in report.inputs.items()}
+  assert producers == {'evaluation': 'Evaluator', 'blessing': 'Evaluator', 'model': 'Trainer',
+                       'examples': 'MovieLensExampleGen', 'quarantine': 'MovieLensExampleGen',
+                       'anomalies': 'ExampleValidator'}
+  assert report.exec_properties['eval_split'] == 'test'
+  evaluator_config = json.loads(by_id['Evaluator'].exec_properties['eval_config'])
+  assert evaluator_config['model_specs'][0]['preprocessing_function_names'] == ['transform_features']
+
+
+def test_progress_log_shows_the_report_path_and_hides_chatter():
+  keep = local_runner._ProgressFilter()
+  line = lambda text: py_logging.LogRecord('absl', py_logging.INFO, __file__, 1, text, None, None)  # noqa: E731
+  assert keep.filter(line('Evaluation report: /out/EvalReport/report/9/report.html'))
+  assert keep.filter(line('Component EvalReport is finished.'))
+  assert not keep.filter(line('Using /out/Trainer/model/7/Format-Serving as candidate model.'))
 
 
 def test_defaults_are_in_memory_and_the_seed_threshold(monkeypatch):

@@ -1,0 +1,42 @@
+"""EvalReport: a static HTML report of the Evaluator's verdict, for reviewers."""
+from typing import Optional
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+
+from components.eval_report import executor, spec
+
+
+class EvalReport(base_component.BaseComponent):
+  """Turns the Evaluator's TFMA output into one page a reviewer can decide from.
+
+  Writes ``report.html`` (no server, no notebook, no network: inline CSS and
+  SVG), ``report.json`` (the same figures for machines) and ``summary.md``
+  into its ``report`` artifact. The page shows the blessing and why, the
+  overall metrics against the baseline, the RMSE spread across user groups,
+  every slice as a table and a bar chart, predicted against actual ratings,
+  the calibration plot, and the data's split sizes, quarantine and anomalies.
+  """
+  SPEC_CLASS = spec.EvalReportSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, evaluation: types.BaseChannel, examples: types.BaseChannel,
+               blessing: Optional[types.BaseChannel] = None, model: Optional[types.BaseChannel] = None,
+               quarantine: Optional[types.BaseChannel] = None, anomalies: Optional[types.BaseChannel] = None,
+               eval_split: str = 'test'):
+    """Constructs an EvalReport.
+
+    Args:
+      evaluation: the Evaluator's ``evaluation`` (TFMA output).
+      examples: the examples the Evaluator read; ``eval_split``'s labels give
+        the actual rating distribution.
+      blessing: the Evaluator's ``blessing``.
+      model: the candidate model, for the hyperparameters it was trained with.
+      quarantine: ExampleGen's quarantine (split sizes, bad rows by reason).
+      anomalies: the DataValidator's ``anomalies`` (its report.json).
+      eval_split: the split the Evaluator evaluated.
+    """
+    super().__init__(spec.EvalReportSpec(
+        evaluation=evaluation, examples=examples, blessing=blessing, model=model, quarantine=quarantine,
+        anomalies=anomalies, eval_split=eval_split,
+        report=types.Channel(type=spec.EvaluationReport)))

@@ -1,0 +1,88 @@
+"""EvalReport executor: renders one evaluation into report.html, report.json and summary.md."""
+import os
+from typing import Any, Dict, List, Optional
+
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.eval_report import report, spec
+from pipeline import eval_config as ec
+
+# The local runner's progress filter shows log lines that start with this.
+LOG_PREFIX = 'Evaluation report'
+
+
+def regenerate_command(run_id: Optional[str], output_root: Optional[str]) -> str:
+  """The command that builds the report of ``run_id`` again from MLMD."""
+  command = 'python -m components.eval_report'
+  if output_root:
+    command += f' --output-root {output_root}'
+  if run_id:
+    command += f' --run-id {run_id}'
+  return command
+
+
+def output_root_of(artifact_uri: str, pipeline_name: Optional[str]) -> Optional[str]:
+  """The local runner's --output-root, when ``artifact_uri`` is in its layout.
+
+  The local runner puts artifacts under ``<root>/pipelines/<pipeline name>/``
+  and MLMD under ``<root>/metadata/``; another orchestrator has no such root.
+  """
+  marker = f'{os.sep}pipelines{os.sep}{pipeline_name}{os.sep}'
+  if not pipeline_name or marker not in artifact_uri:
+    return None
+  return artifact_uri[:artifact_uri.index(marker)]
+
+
+def _uri(input_dict: Dict[str, List[types.Artifact]], key: str) -> Optional[str]:
+  artifacts = input_dict.get(key) or []
+  return artifacts[0].uri if artifacts else None
+
+
+def _custom_properties(artifact: types.Artifact) -> Dict[str, Any]:
+  out = {}
+  for key, value in artifact.mlmd_artifact.custom_properties.items():
+    kind = value.WhichOneof('value')
+    out[key] = getattr(value, kind) if kind else None
+  return out
+
+
+class Executor(base_executor.BaseExecutor):
+  """Reads the Evaluator's outputs and the data checks; writes the report artifact."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    examples = artifact_utils.get_single_instance(input_dict[spec.EXAMPLES_KEY])
+    run_id = self._context.pipeline_run_id if self._context else None
+    pipeline_info = self._context.pipeline_info if self._context else None
+    output = artifact_utils.get_single_instance(output_dict[spec.REPORT_KEY])
+    output_root = output_root_of(output.uri, pipeline_info.id if pipeline_info else None)
+    result = report.collect(
+        evaluation_uri=artifact_utils.get_single_uri(input_dict[spec.EVALUATION_KEY]),
+        examples_uri=examples.uri,
+        eval_split=exec_properties[spec.EVAL_SPLIT_KEY],
+        blessing_uri=_uri(input_dict, spec.BLESSING_KEY),
+        model_uri=_uri(input_dict, spec.MODEL_KEY),
+        quarantine_uri=_uri(input_dict, spec.QUARANTINE_KEY),
+        anomalies_uri=_uri(input_dict, spec.ANOMALIES_KEY),
+        examples_properties=_custom_properties(examples),
+        run_id=run_id,
+        regenerate_command=regenerate_command(run_id, output_root))
+    paths = write(output.uri, result)
+    output.set_string_custom_property(spec.REPORT_PATH_PROPERTY, paths['html'])
+    blessed = result['decision']['blessed']
+    if blessed is not None:
+      output.set_int_custom_property(spec.BLESSED_PROPERTY, int(blessed))
+    rmse = result['overall']['candidate'].get(ec.RMSE)
+    if rmse is not None:
+      output.set_float_custom_property(spec.RMSE_PROPERTY, rmse)
+    logging.info('%s: %s\n%s', LOG_PREFIX, paths['html'], report.headline(result))
+
+
+def write(out_dir: str, result: report.Report) -> Dict[str, str]:
+  """Writes the report's files into ``out_dir`` under the spec's names."""
+  return report.write(out_dir, result, html_name=spec.REPORT_HTML, json_name=spec.REPORT_JSON,
+                      markdown_name=spec.SUMMARY_MD)

@@ -1,0 +1,52 @@
+"""EvalReport's spec: key names shared by the component, the executor and the CLI.
+
+The spec lives apart from component.py because the executor needs the keys
+and component.py imports the executor.
+"""
+from tfx.types import artifact, component_spec, standard_artifacts
+
+from components.movielens_example_gen.spec import QuarantinedRows
+
+# Inputs.
+EVALUATION_KEY = 'evaluation'
+BLESSING_KEY = 'blessing'
+MODEL_KEY = 'model'
+EXAMPLES_KEY = 'examples'
+QUARANTINE_KEY = 'quarantine'
+ANOMALIES_KEY = 'anomalies'
+# Parameters.
+EVAL_SPLIT_KEY = 'eval_split'
+# Outputs.
+REPORT_KEY = 'report'
+
+# Files in the report artifact.
+REPORT_HTML = 'report.html'
+REPORT_JSON = 'report.json'
+SUMMARY_MD = 'summary.md'
+# Custom properties the executor sets on the report artifact.
+REPORT_PATH_PROPERTY = 'report'
+BLESSED_PROPERTY = 'blessed'
+RMSE_PROPERTY = 'rmse'
+
+
+class EvaluationReport(artifact.Artifact):
+  """A reviewer's view of one evaluation: report.html, report.json, summary.md."""
+  TYPE_NAME = 'MovieLensEvaluationReport'
+
+
+class EvalReportSpec(component_spec.ComponentSpec):
+  """The Evaluator's outputs and the data they were computed on, in; the report out."""
+  PARAMETERS = {
+      EVAL_SPLIT_KEY: component_spec.ExecutionParameter(type=str),
+  }
+  INPUTS = {
+      EVALUATION_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation),
+      BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
+      MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model, optional=True),
+      EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+      QUARANTINE_KEY: component_spec.ChannelParameter(type=QuarantinedRows, optional=True),
+      ANOMALIES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
+  }
+  OUTPUTS = {
+      REPORT_KEY: component_spec.ChannelParameter(type=EvaluationReport),
+  }
