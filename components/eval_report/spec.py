@@ -31,7 +31,8 @@ RMSE_PROPERTY = 'rmse'
 
 class EvaluationReport(artifact.Artifact):
   """A reviewer's view of one evaluation: report.html, report.json, summary.md."""
-  TYPE_NAME = 'MovieLensEvaluationReport'
+  # namespace.TypeName: the only form KubeflowV2DagRunner accepts as a KFP schema title.
+  TYPE_NAME = 'movielens.EvaluationReport'
 
 
 class EvalReportSpec(component_spec.ComponentSpec):
