@@ -29,6 +29,7 @@ import tensorflow_transform as tft  # noqa: E402
 
 from benchmarks import common  # noqa: E402
 from components.data_validator.checks import split_files  # noqa: E402
+from components.retrieval_evaluator import protocol  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
 from trainer import task  # noqa: E402
@@ -42,22 +43,6 @@ RETRIEVAL_MODELS = ('retrieval', 'multitask')
 # Pseudo-counts of the bias baselines (the usual MovieLens choices).
 ITEM_SHRINKAGE = 5.0
 USER_SHRINKAGE = 5.0
-
-
-def read_split(uri: str, split: str) -> Dict[str, list]:
-  """Serialized examples and the raw fields the baselines need."""
-  spec = {f.USER_ID: tf.io.FixedLenFeature([], tf.string), f.MOVIE_ID: tf.io.FixedLenFeature([], tf.string),
-          f.RATING: tf.io.FixedLenFeature([], tf.float32), f.TIMESTAMP: tf.io.FixedLenFeature([], tf.int64),
-          f.HISTORY_MOVIE_IDS: tf.io.VarLenFeature(tf.string), f.HISTORY_RATINGS: tf.io.VarLenFeature(tf.float32)}
-  out = collections.defaultdict(list)
-  for batch in tf.data.TFRecordDataset(split_files(uri, split), compression_type='GZIP').batch(8192):
-    parsed = tf.io.parse_example(batch, spec)
-    out['serialized'] += list(batch.numpy())
-    for key in (f.USER_ID, f.MOVIE_ID, f.RATING, f.TIMESTAMP):
-      out[key] += parsed[key].numpy().tolist()
-    for key in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS):
-      out[key] += tf.RaggedTensor.from_sparse(parsed[key]).to_list()
-  return out
 
 
 def _rmse(predictions, labels, mask=None) -> float:
@@ -133,69 +118,22 @@ def _summary(per_seed, cold, warm, labels):
           'rmse_by_seed': [round(r, 4) for r in rmses]}
 
 
-def retrieval_protocol(everything, test):
-  """Point-in-time retrieval cases: (query example, seen movies, target movies) per test user.
-
-  History: every rating before the test period plus the first half (by time)
-  of the user's test-period ratings; targets: the second half. The query is
-  the first target's own example, whose history lists hold exactly that
-  history (the most recent 50 of it); seen movies are all of it.
-  """
-  by_user = collections.defaultdict(list)
-  for i, (u, t) in enumerate(zip(test[f.USER_ID], test[f.TIMESTAMP])):
-    by_user[u].append((t, i))
-  rated = collections.defaultdict(list)
-  for u, m, t in zip(everything[f.USER_ID], everything[f.MOVIE_ID], everything[f.TIMESTAMP]):
-    rated[u].append((t, m))
-  cases = []
-  for u, rows in by_user.items():
-    rows.sort()
-    if len(rows) < 2:
-      continue
-    first_target = rows[len(rows) // 2]
-    targets = {test[f.MOVIE_ID][i] for _, i in rows[len(rows) // 2:]}
-    seen = {m for t, m in rated[u] if t < first_target[0]}
-    cases.append((first_target[1], seen, targets - seen))
-  return [c for c in cases if c[2]]
-
-
-def _ranking_metrics(ranked, targets, ks=(10, 100)):
-  hits = [m in targets for m in ranked]
-  out = {f'recall_at_{k}': sum(hits[:k]) / len(targets) for k in ks}
-  dcg = sum(1.0 / np.log2(i + 2) for i, hit in enumerate(hits[:10]) if hit)
-  ideal = sum(1.0 / np.log2(i + 2) for i in range(min(10, len(targets))))
-  out['ndcg_at_10'] = dcg / ideal
-  return out
-
-
-def _mean_metrics(per_case):
-  return {k: round(float(np.mean([c[k] for c in per_case])), 4) for k in per_case[0]}
-
-
-def popularity_metrics(everything, test_start, cases):
-  """Most-rated movies before the test period, minus what each user has seen."""
-  counts = collections.Counter(m for m, t in zip(everything[f.MOVIE_ID], everything[f.TIMESTAMP]) if t < test_start)
-  order = [m for m, _ in counts.most_common()]
-  per_case = []
-  for _, seen, targets in cases:
-    ranked = [m for m in order if m not in seen][:100]
-    per_case.append(_ranking_metrics(ranked, targets))
-  return _mean_metrics(per_case)
-
-
 def model_retrieval_metrics(model, tf_transform_output, cases, test):
-  """Top-100 by the model's query and candidate towers over every movie in the train vocabulary."""
+  """The protocol's metrics of a model with towers, over every movie in the train vocabulary.
+
+  In process, as the ``retrieve`` signature does it inside a SavedModel.
+  """
   vocab = tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB)  # bytes, like the raw ids
   candidates = model.candidate_embeddings({f.transformed_name(f.MOVIE_ID): tf.range(len(vocab), dtype=tf.int64)})
   raw_spec = raw_spec_without_label(tf_transform_output)
-  queries = tf.io.parse_example(tf.constant([test['serialized'][i] for i, _, _ in cases]), raw_spec)
-  query_embeddings = model.query_embeddings(tf_transform_output.transform_features_layer()(queries))
-  scores = tf.matmul(query_embeddings, candidates, transpose_b=True).numpy()
-  per_case = []
-  for row, (_, seen, targets) in zip(scores, cases):
-    ranked = [vocab[j] for j in np.argsort(-row) if vocab[j] not in seen][:100]
-    per_case.append(_ranking_metrics(ranked, targets))
-  return _mean_metrics(per_case)
+  layer = tf_transform_output.transform_features_layer()
+
+  def retrieve(serialized, k):
+    queries = model.query_embeddings(layer(tf.io.parse_example(tf.constant(serialized), raw_spec)))
+    top = tf.math.top_k(tf.matmul(queries, candidates, transpose_b=True), k=min(k, len(vocab)))
+    return [[vocab[j] for j in row] for row in top.indices.numpy()]
+
+  return protocol.model_metrics(retrieve, test, cases)
 
 
 def main(argv=None):
@@ -209,10 +147,10 @@ def main(argv=None):
   output_root = args.output_root or tempfile.mkdtemp(prefix='bench-quality-')
   examples_uri, transform_uri, transformed_uri = _reference_run(output_root, args.data_dir)
   tf_transform_output = tft.TFTransformOutput(transform_uri)
-  train, evaluation, test = (read_split(examples_uri, s) for s in ('train', 'eval', 'test'))
+  train, evaluation, test = (protocol.read_split(examples_uri, s) for s in ('train', 'eval', 'test'))
   everything = {k: train[k] + evaluation[k] + test[k] for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
-  cases = retrieval_protocol(everything, test)
-  popularity = popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)
+  cases = protocol.retrieval_cases(everything, test)
+  popularity = protocol.popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)
   labels = np.array(test[f.RATING])
   train_users = set(train[f.USER_ID])
   cold = np.array([u not in train_users for u in test[f.USER_ID]])

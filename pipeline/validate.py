@@ -89,10 +89,14 @@ def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.
     kept, duplicates = parsing.split_duplicates(group)
     by_user[kept.user_id].append(kept)
     bad_rows += [d._replace(file=os.path.basename(path)) for d in duplicates]
+  by_movie = collections.defaultdict(list)
   for user_ratings in by_user.values():
-    for rating, ids, values in history.histories(user_ratings):
+    for rated in history.histories(user_ratings):
+      by_movie[rated[0].movie_id].append(rated)
+  for movie_rated in by_movie.values():
+    for (rating, ids, values), count, mean in history.movie_priors(movie_rated):
       examples.append(parsing.to_tf_example(rating, movies[rating.movie_id], users[rating.user_id],
-                                            ids, values).SerializeToString())
+                                            ids, values, (count, mean)).SerializeToString())
   return examples, bad_rows
 
 

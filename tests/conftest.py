@@ -34,6 +34,7 @@ def make_raw_rows(n_rows=200, n_users=12, n_movies=9, seed=0):
   rng = random.Random(seed)
   rows = []
   seen = {}
+  movie_ratings = {}
   for _ in range(n_rows):
     user, movie = rng.randrange(n_users), rng.randrange(n_movies)
     history = seen.setdefault(user, [])
@@ -52,9 +53,31 @@ def make_raw_rows(n_rows=200, n_users=12, n_movies=9, seed=0):
         f.RATING: [float(1 + (user + movie) % 5)],
         f.HISTORY_MOVIE_IDS: [str(m).encode() for m, _ in history[-f.HISTORY_LENGTH:]],
         f.HISTORY_RATINGS: [r for _, r in history[-f.HISTORY_LENGTH:]],
+        # Timestamps are random here, so "before" is "generated earlier".
+        f.MOVIE_RATING_COUNT: [len(movie_ratings.get(movie, []))],
+        f.MOVIE_RATING_MEAN: [sum(movie_ratings.get(movie, [])) / max(len(movie_ratings.get(movie, [])), 1)],
     })
     history.append((movie, float(1 + (user + movie) % 5)))
+    movie_ratings.setdefault(movie, []).append(float(1 + (user + movie) % 5))
   return rows
+
+
+def serialize_row(row, with_label=False) -> bytes:
+  """A raw row as the serialized tf.Example ExampleGen writes (a serving request has no label)."""
+  import tensorflow as tf
+  from transforms import features as f
+  spec = raw_feature_spec()
+  feature = {}
+  for key, values in row.items():
+    if key == f.LABEL_KEY and not with_label:
+      continue
+    if spec[key].dtype == tf.string:
+      feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    elif spec[key].dtype == tf.float32:
+      feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    else:
+      feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 @pytest.fixture(scope='session')

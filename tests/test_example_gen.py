@@ -904,6 +904,29 @@ def test_executor_history_has_no_future_and_matches_serving(ties_run):
 
 
 @pytest.mark.unit
+def test_executor_movie_statistics_count_only_earlier_ratings_by_anyone(ties_run):
+  valid = [parsing.parse_rating_line(line_no, line)
+           for line_no, (line, reason) in enumerate(TIES_RATINGS, start=1) if reason is None]
+  by_key = {(r.user_id, r.movie_id): r for r in valid}
+  counts = []
+  for example in ties_run:
+    rating = by_key[(_values(example, features.USER_ID)[0], _values(example, features.MOVIE_ID)[0])]
+    earlier = [r.rating for r in valid if r.movie_id == rating.movie_id and r.timestamp < rating.timestamp]
+    assert _values(example, features.MOVIE_RATING_COUNT) == [len(earlier)]
+    assert _values(example, features.MOVIE_RATING_MEAN)[0] == pytest.approx(
+        sum(earlier) / len(earlier) if earlier else 0.0)
+    counts.append(len(earlier))
+  assert min(counts) == 0 and max(counts) > 1  # first ratings of a movie, and later ones
+
+
+@pytest.mark.unit
+def test_movie_priors_reject_ratings_of_several_movies():
+  ratings = [parsing.Rating('1', '10', 4.0, 100, 1, ''), parsing.Rating('2', '11', 3.0, 101, 2, '')]
+  with pytest.raises(ValueError, match='one movie'):
+    list(history.movie_priors([(r,) for r in ratings]))
+
+
+@pytest.mark.unit
 def test_executor_sets_examplegen_properties(tiny_run):
   examples, quarantine = tiny_run
   properties = {

@@ -37,8 +37,8 @@ def test_label_is_not_required_when_serving(schema):
 
 
 def test_every_raw_feature_is_in_the_schema(schema):
-  raw = set(f.STRING_FEATURES + f.INT_FEATURES + f.OPTIONAL_INT_FEATURES + f.MULTI_STRING_FEATURES
-             + f.MULTI_FLOAT_FEATURES)
+  raw = set(f.STRING_FEATURES + f.INT_FEATURES + f.OPTIONAL_INT_FEATURES + f.FLOAT_FEATURES
+             + f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES)
   assert {feature.name for feature in schema.feature} == raw | {f.RATING}
 
 

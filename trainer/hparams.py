@@ -25,6 +25,10 @@ class HParams:
   learning_rate: float = 0.1
   l2: float = 0.01
   history_shrinkage: float = 5.0
+  # history_ranking: pseudo-count of the movie bias against the movie's
+  # point-in-time mean, and the share of training rows that hide it.
+  movie_shrinkage: float = 5.0
+  movie_stats_dropout: float = 0.25
   # multitask: hidden widths of the retrieval query tower, and the weight of
   # the retrieval loss next to the rating loss (weight 1).
   retrieval_layer_sizes: Tuple[int, ...] = (128,)

@@ -62,8 +62,14 @@ def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 class HistoryRankingModel(tfrs.Model):
   """Ranking from side features and point-in-time history, with DCN-v2 crosses.
 
-  A rating is predicted as ``global + movie_bias + user_bias + f(x)``:
+  A rating is predicted as ``global + item_bias + user_bias + f(x)``:
 
+  * ``item_bias`` blends the learned ``movie_bias`` with the movie's
+    point-in-time mean rating (ratings by anyone before this one):
+    ``movie_bias + c / (c + movie_shrinkage) * (mean - global - movie_bias)``
+    for a count ``c``. A request that knows no statistics sends ``c = 0`` and
+    gets the learned bias; ``movie_stats_dropout`` zeroes ``c`` on a share of
+    training rows so that path stays trained;
   * ``user_bias`` is the shrunk mean residual of the user's earlier ratings,
     ``sum(r_h - global - movie_bias_h) / (n + history_shrinkage)``, computed
     inside the model from the history a request carries, so a user never seen
@@ -92,17 +98,22 @@ class HistoryRankingModel(tfrs.Model):
     dropout: dropout rate after each hidden layer.
     l2: L2 penalty on embeddings and kernels.
     history_shrinkage: pseudo-count pulling the history bias towards 0.
+    movie_shrinkage: pseudo-count of the learned movie bias against the
+      movie's point-in-time mean.
+    movie_stats_dropout: share of training rows whose movie statistics are
+      hidden (count 0).
     global_mean: initial value of the global bias (the train mean rating).
   """
 
   RAW_FEATURES: Tuple[str, ...] = (
       f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION,
-      f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)
+      f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN)
 
   def __init__(self, movie_vocab_size: int, title_vocab_size: int, gender_vocab_size: int,
                occupation_vocab_size: int, embedding_dim: int = 32,
                layer_sizes: Sequence[int] = (128, 64), cross_layers: int = 1, dropout: float = 0.2,
-               l2: float = 1e-5, history_shrinkage: float = 5.0, global_mean: float = 3.5):
+               l2: float = 1e-5, history_shrinkage: float = 5.0, movie_shrinkage: float = 5.0,
+               movie_stats_dropout: float = 0.25, global_mean: float = 3.5):
     super().__init__()
     reg = tf.keras.regularizers.l2(l2) if l2 else None
 
@@ -111,6 +122,8 @@ class HistoryRankingModel(tfrs.Model):
                                        name=name)
 
     self.history_shrinkage = history_shrinkage
+    self.movie_shrinkage = movie_shrinkage
+    self.movie_stats_dropout = movie_stats_dropout
     self.global_bias = tf.Variable(global_mean, dtype=tf.float32, name='global_bias')
     self.movie_embedding = embedding(movie_vocab_size, embedding_dim, 'movie_embedding')
     self.movie_bias = embedding(movie_vocab_size, 1, 'movie_bias', 'zeros')
@@ -138,6 +151,12 @@ class HistoryRankingModel(tfrs.Model):
     movie_ids = features[xf(f.MOVIE_ID)]
     movie = self.movie_embedding(movie_ids)
     movie_bias = tf.squeeze(self.movie_bias(movie_ids), -1)
+    movie_count = features[xf(f.MOVIE_RATING_COUNT)]
+    if training and self.movie_stats_dropout:
+      hidden = tf.random.uniform(tf.shape(movie_count)) < self.movie_stats_dropout
+      movie_count = tf.where(hidden, 0.0, movie_count)
+    movie_gate = movie_count / (movie_count + self.movie_shrinkage)
+    item_bias = movie_bias + movie_gate * (features[xf(f.MOVIE_RATING_MEAN)] - self.global_bias - movie_bias)
 
     history, mask = self._lookup(self.movie_embedding, features[xf(f.HISTORY_MOVIE_IDS)])
     history_bias = tf.squeeze(self.movie_bias(tf.maximum(features[xf(f.HISTORY_MOVIE_IDS)], 0)), -1)
@@ -162,7 +181,8 @@ class HistoryRankingModel(tfrs.Model):
     dense = tf.stack([
         features[xf(f.RELEASE_YEAR)], features[xf('release_year_known')], features[xf('movie_age')],
         features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, recent_bias, knn, affinity,
-        (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32)], axis=1)
+        (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32), tf.math.log1p(movie_count) / 4.0,
+        item_bias - movie_bias], axis=1)
     x = tf.concat([
         movie, history_mean, movie * history_mean, taste, _masked_mean(title, title_mask), features[xf(f.GENRES)],
         self.gender_embedding(features[xf(f.USER_GENDER)]),
@@ -171,7 +191,7 @@ class HistoryRankingModel(tfrs.Model):
     x0 = x
     for cross in self.crosses:
       x = cross(x0, x)
-    rating = self.global_bias + movie_bias + user_bias + tf.squeeze(self.mlp(x, training=training), -1)
+    rating = self.global_bias + item_bias + user_bias + tf.squeeze(self.mlp(x, training=training), -1)
     rating = rating[:, None]
     # Ratings live in 1..5; clipping only at inference keeps training gradients.
     return rating if training else tf.clip_by_value(rating, f.RATING_RANGE[0], f.RATING_RANGE[1])

@@ -19,7 +19,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
 from trainer import models, multitask, retrieval  # noqa: E402
-from trainer.signatures import make_serving_signatures  # noqa: E402
+from trainer.signatures import make_serving_signatures, raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 HPARAMS_FILE = 'hparams.json'
@@ -53,7 +53,8 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) 
         movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
         gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
         embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, cross_layers=params.cross_layers,
-        dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage)
+        dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage,
+        movie_shrinkage=params.movie_shrinkage, movie_stats_dropout=params.movie_stats_dropout)
     if params.model == 'multitask':
       model = multitask.MultitaskModel(
           model, movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
@@ -158,6 +159,10 @@ def run_fn(fn_args: tfx.components.FnArgs):
               [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
 
   signatures = make_serving_signatures(model, tf_transform_output, model.RAW_FEATURES)
+  if hasattr(model, 'query_embeddings'):
+    signatures[retrieval.RETRIEVE_SIGNATURE] = retrieval.make_retrieve_signature(
+        model, model.tft_layer, raw_spec_without_label(tf_transform_output),
+        tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
   tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures)
   # Next to the SavedModel so a reader of the pushed model knows how it was made.
   extra_dir = os.path.join(fn_args.serving_model_dir, 'assets.extra')

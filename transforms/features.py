@@ -28,14 +28,22 @@ LABEL_KEY = RATING
 HISTORY_MOVIE_IDS = 'history_movie_ids'  # bytes, multi-valued
 HISTORY_RATINGS = 'history_ratings'      # float, multi-valued, aligned with the ids
 HISTORY_LENGTH = 50
+# Point-in-time movie statistics: how many ratings the movie had strictly
+# before this rating's timestamp, by anyone, and their mean (0 when none).
+# ExampleGen computes them; a serving request sends the live values from its
+# feature store, or 0 and 0 when it has none, and the model then falls back to
+# the movie bias it learned (docs/features.md).
+MOVIE_RATING_COUNT = 'movie_rating_count'  # int64
+MOVIE_RATING_MEAN = 'movie_rating_mean'    # float
 
 # Raw features and their kinds, for the raw-JSON serving signature.
 # 'scalar' features carry exactly one value per example; 'multi' any number;
 # 'optional' zero or one.
 STRING_FEATURES = (USER_ID, MOVIE_ID, MOVIE_TITLE, USER_GENDER, USER_OCCUPATION, USER_ZIP)
-INT_FEATURES = (USER_AGE, TIMESTAMP)
+INT_FEATURES = (USER_AGE, TIMESTAMP, MOVIE_RATING_COUNT)
 OPTIONAL_INT_FEATURES = (RELEASE_YEAR,)
 MULTI_STRING_FEATURES = (GENRES, HISTORY_MOVIE_IDS)
+FLOAT_FEATURES = (MOVIE_RATING_MEAN,)
 MULTI_FLOAT_FEATURES = (HISTORY_RATINGS,)
 # A multi-valued feature whose values pair up with another's, one for one.
 ALIGNED_WITH = {HISTORY_RATINGS: HISTORY_MOVIE_IDS}

@@ -162,5 +162,9 @@ def preprocessing_fn(inputs):
   movie_age = tf.cast(_rating_year(timestamp), tf.float32) - year
   out[f.transformed_name('movie_age')] = tft.scale_to_z_score(movie_age)
 
+  # Raw, unscaled: the model blends the mean with its own movie bias by count.
+  out[f.transformed_name(f.MOVIE_RATING_COUNT)] = tf.cast(_dense(inputs[f.MOVIE_RATING_COUNT], 0), tf.float32)
+  out[f.transformed_name(f.MOVIE_RATING_MEAN)] = tf.cast(_dense(inputs[f.MOVIE_RATING_MEAN], 0.0), tf.float32)
+
   out[f.LABEL_KEY] = tf.cast(_dense(inputs[f.LABEL_KEY], 0.0), tf.float32)
   return out

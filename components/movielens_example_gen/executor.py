@@ -63,22 +63,29 @@ def _dedup(pair_and_ratings):
     yield beam.pvalue.TaggedOutput(_BAD, row)
 
 
-# (rating, history_movie_ids, history_ratings), as history.histories yields.
-_RatingWithHistory = Tuple[parsing.Rating, List[bytes], List[float]]
+# ((rating, history_movie_ids, history_ratings), movie_rating_count,
+# movie_rating_mean): history.histories's tuples through history.movie_priors.
+_RatingWithHistory = Tuple[Tuple[parsing.Rating, List[bytes], List[float]], int, float]
 
 
-def _with_history(user_and_ratings) -> Iterator[_RatingWithHistory]:
+def _with_history(user_and_ratings):
   """Yields each rating of one user with its point-in-time history."""
   _, ratings = user_and_ratings
   return history.histories(ratings)
 
 
+def _with_movie_prior(movie_and_rated) -> Iterator[_RatingWithHistory]:
+  """Adds each rating's point-in-time movie statistics."""
+  _, rated = movie_and_rated
+  return history.movie_priors(rated)
+
+
 def _serialize(rated: _RatingWithHistory, movie_parts, user_parts) -> bytes:
   """Returns the serialized tf.train.Example of a joined rating."""
-  rating, history_movie_ids, history_ratings = rated
+  (rating, history_movie_ids, history_ratings), count, mean = rated
   return parsing.serialize_example(rating, movie_parts[rating.movie_id],
                                    user_parts[rating.user_id],
-                                   history_movie_ids, history_ratings)
+                                   history_movie_ids, history_ratings, (count, mean))
 
 
 def _partition(rated: _RatingWithHistory, num_partitions: int,
@@ -86,7 +93,7 @@ def _partition(rated: _RatingWithHistory, num_partitions: int,
                ts_range: Optional[Tuple[int, int]]) -> int:
   """Returns the index in split.SPLIT_NAMES of a rating's split."""
   del num_partitions
-  rating = rated[0]
+  rating = rated[0][0]
   name = split.assign_split(config, rating.user_id, rating.movie_id,
                             rating.timestamp, ts_range)
   return split.SPLIT_NAMES.index(name)
@@ -212,12 +219,16 @@ def _MovieLensToExamples(  # pylint: disable=invalid-name
   ts_range_side = beam.pvalue.AsSingleton(ts_range)
   # Over all valid ratings, whatever their split: a test-period rating sees
   # the user's earlier test-period ratings, as a serving request carries the
-  # user's recent ratings. Only earlier seconds count (history.py).
+  # user's recent ratings; likewise the movie's statistics. Only earlier
+  # seconds count (history.py).
   with_history = (
       valid
       | 'KeyByUser' >> beam.Map(lambda r: (r.user_id, r))
       | 'GroupByUser' >> beam.GroupByKey()
-      | 'History' >> beam.FlatMap(_with_history))
+      | 'History' >> beam.FlatMap(_with_history)
+      | 'KeyByMovie' >> beam.Map(lambda rated: (rated[0].movie_id, rated))
+      | 'GroupByMovie' >> beam.GroupByKey()
+      | 'MoviePrior' >> beam.FlatMap(_with_movie_prior))
   partitions = with_history | 'Split' >> beam.Partition(
       _partition, len(split.SPLIT_NAMES), config=config,
       ts_range=ts_range_side)

@@ -77,6 +77,37 @@ def histories(
     yield rating, movie_ids, values
 
 
+def movie_priors(
+    rated: Iterable[Tuple['parsing.Rating', ...]],
+) -> Iterator[Tuple[Tuple['parsing.Rating', ...], int, float]]:
+  """Yields every rating of one movie with the movie's point-in-time statistics.
+
+  The rule is the user history's: ratings of this movie, by anyone, with a
+  timestamp strictly before this one's.
+
+  Args:
+    rated: tuples whose first item is a rating, all of one movie, in any order.
+
+  Yields:
+    (the tuple, movie_rating_count, movie_rating_mean); the mean is 0.0 when
+    the count is 0.
+
+  Raises:
+    ValueError: if the ratings are not all of one movie.
+  """
+  ordered = sorted(rated, key=lambda item: (item[0].timestamp, item[0].line))
+  movies = {item[0].movie_id for item in ordered}
+  if len(movies) > 1:
+    raise ValueError(f'movie_priors() takes one movie\'s ratings, got movies {sorted(movies)}')
+  timestamps = [item[0].timestamp for item in ordered]
+  sums = [0.0]
+  for item in ordered:
+    sums.append(sums[-1] + item[0].rating)
+  for item in ordered:
+    count = bisect.bisect_left(timestamps, item[0].timestamp)
+    yield item, count, (sums[count] / count if count else 0.0)
+
+
 def history_for_request(
     prior: Sequence[Tuple[Union[str, bytes], float, int]],
     at_timestamp: int,

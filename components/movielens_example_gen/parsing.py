@@ -408,7 +408,8 @@ def serialize_example(rating: Rating,
                       movie_part: bytes,
                       user_part: bytes,
                       history_movie_ids: Optional[Sequence[bytes]] = None,
-                      history_ratings: Optional[Sequence[float]] = None
+                      history_ratings: Optional[Sequence[float]] = None,
+                      movie_prior: Optional[Tuple[int, float]] = None
                      ) -> bytes:
   """Returns the serialized tf.train.Example of one joined rating.
 
@@ -424,6 +425,8 @@ def serialize_example(rating: Rating,
     history_movie_ids: the user's earlier movies (see history.py), or None to
       leave both history features out.
     history_ratings: their ratings, aligned with history_movie_ids.
+    movie_prior: (movie_rating_count, movie_rating_mean) from
+      history.movie_priors, or None to leave both out.
 
   Returns:
     A serialized tf.train.Example with the raw features of
@@ -456,6 +459,9 @@ def serialize_example(rating: Rating,
     ratings = feature[features.HISTORY_RATINGS].float_list
     ratings.SetInParent()
     ratings.value.extend(history_ratings)
+  if movie_prior is not None:
+    feature[features.MOVIE_RATING_COUNT].int64_list.value.append(movie_prior[0])
+    feature[features.MOVIE_RATING_MEAN].float_list.value.append(movie_prior[1])
   return example.SerializeToString()
 
 
@@ -463,7 +469,8 @@ def to_tf_example(rating: Rating,
                   movie: Movie,
                   user: User,
                   history_movie_ids: Optional[Sequence[bytes]] = None,
-                  history_ratings: Optional[Sequence[float]] = None
+                  history_ratings: Optional[Sequence[float]] = None,
+                  movie_prior: Optional[Tuple[int, float]] = None
                  ) -> tf.train.Example:
   """Builds the tf.train.Example of one rating joined to its movie and user.
 
@@ -473,6 +480,7 @@ def to_tf_example(rating: Rating,
     user: its user from u.user.
     history_movie_ids: as in serialize_example; None leaves the history out.
     history_ratings: as in serialize_example.
+    movie_prior: as in serialize_example.
 
   Returns:
     A tf.train.Example with the raw features of transforms/features.py;
@@ -481,4 +489,4 @@ def to_tf_example(rating: Rating,
   return tf.train.Example.FromString(
       serialize_example(rating, movie_example_part(movie),
                         user_example_part(user), history_movie_ids,
-                        history_ratings))
+                        history_ratings, movie_prior))

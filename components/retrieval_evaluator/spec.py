@@ -1,0 +1,24 @@
+"""RetrievalEvaluator's spec: key names shared by the component and its executor."""
+from tfx.types import artifact, component_spec, standard_artifacts
+
+EXAMPLES_KEY = 'examples'
+MODEL_KEY = 'model'
+EVALUATION_KEY = 'evaluation'
+METRICS_FILE = 'metrics.json'
+
+
+class RetrievalEvaluation(artifact.Artifact):
+  """Recall@K and NDCG@K of a model and of popularity; metrics.json and MLMD custom properties."""
+  TYPE_NAME = 'RetrievalEvaluation'
+
+
+class RetrievalEvaluatorSpec(component_spec.ComponentSpec):
+  """Raw examples and a trained model in; ranking metrics out."""
+  PARAMETERS = {}
+  INPUTS = {
+      EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
+      MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+  }
+  OUTPUTS = {
+      EVALUATION_KEY: component_spec.ChannelParameter(type=RetrievalEvaluation),
+  }
