@@ -1,8 +1,10 @@
 """The evaluation report: what a reviewer needs to decide whether a model ships.
 
 ``collect`` reads one TFMA evaluation (with ``tfma.load_eval_result``, so
-every figure is TFMA's own), the blessing, the test labels and the data
-checks into one JSON-ready dict; ``to_html`` and ``to_markdown`` render it.
+every metric is TFMA's own), the blessing, the candidate's predictions on the
+evaluated split (for the rating distributions and the calibration plot) and
+the data checks into one JSON-ready dict; ``to_html`` and ``to_markdown``
+render it.
 The HTML page leads with the decision and its reason, then the overall
 metrics against the baseline, the fairness spreads, every slice as a table
 and a bar chart, predicted against actual ratings, the calibration plot, and
@@ -14,7 +16,7 @@ import html
 import json
 import math
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from google.protobuf import json_format
 import numpy as np
@@ -50,6 +52,8 @@ _BLESSED_FILE, _NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
 # mean rating for everyone, which these make visible at the top of the page.
 CONCENTRATED_SHARE = 0.5    # of predictions in one quarter-star bucket
 CONSTANT_MARGIN = 0.02      # RMSE a model should gain over predicting the mean
+# The Markdown's worst slices leave out slices under this share of the examples.
+MIN_SLICE_SHARE = 0.01
 BUCKET_WIDTH = 0.25         # of the prediction histogram and the calibration plot, in stars
 
 
@@ -233,8 +237,9 @@ def _decision(evaluation: Evaluation, blessing_uri: Optional[str]) -> Dict[str, 
   elif blessed is None:
     headline = 'NO DECISION: the evaluation has no blessing.'
   else:
-    headline = (f'NOT BLESSED: {", ".join(_SHORT_NAMES.get(r["metric"], r["metric"]) + " " + r["kind"] for r in failed)}'
-                ' failed; the model will not be pushed.' if failed else 'NOT BLESSED; the model will not be pushed.')
+    names = ', '.join(f'{_SHORT_NAMES.get(r["metric"], r["metric"])} {r["kind"]}' for r in failed)
+    headline = (f'NOT BLESSED: {names} failed; the model will not be pushed.' if failed
+                else 'NOT BLESSED; the model will not be pushed.')
   return {'blessed': blessed, 'validation_ok': validation_ok, 'has_baseline': evaluation.baseline_name is not None,
           'headline': headline, 'reasons': reasons, 'gate': gate}
 
@@ -430,7 +435,8 @@ def _decision_html(report: Report) -> str:
   css = 'pass' if d['blessed'] else 'fail'
   reasons = ''.join(f'<li>{_esc(r)}</li>' for r in d['reasons'])
   warnings = ''.join(f'<li>{_esc(w)}</li>' for w in d.get('warnings', []))
-  warnings = f'<div class="warnings"><strong>Look before shipping:</strong><ul>{warnings}</ul></div>' if warnings else ''
+  if warnings:
+    warnings = f'<div class="warnings"><strong>Look before shipping:</strong><ul>{warnings}</ul></div>'
   rows = []
   for g in d['gate']:
     bound = ('≤ ' + (f'{g["upper"]:+.4g}' if g['kind'] == 'change' else f'{g["upper"]:.4g}')
@@ -464,8 +470,7 @@ def _overall_html(report: Report) -> str:
       diff = cand.get(metric + '_diff')
       row += _cell(metric + '_diff', diff, 'candidate', OVERALL, signed=True)
     rows.append(row + '</tr>')
-  note = ('<p>No baseline: no model of this pipeline has been blessed before, so there is nothing to compare '
-          'with and the change threshold is not applied.</p>' if base is None else '')
+  note = '<p>No baseline yet: nothing to compare with.</p>' if base is None else ''
   context = []
   if dist.get('constant_rmse') is not None:
     context.append(f'Predicting the {report["eval_split"]} split\'s mean rating ({dist["label_mean"]:.3f}) for '
@@ -523,7 +528,8 @@ def _slices_html(report: Report) -> str:
     bars = charts.slice_bars([(r['name'], r['candidate'].get(ec.RMSE), (r['baseline'] or {}).get(ec.RMSE),
                                r['candidate'].get(ec.EXAMPLE_COUNT, 0.0)) for r in group['rows']],
                              reference, 'RMSE')
-    parts.append(f'<div class="slice-group" id="slice-{_esc(group["feature"])}" data-feature="{_esc(group["feature"])}">'
+    feature = _esc(group['feature'])
+    parts.append(f'<div class="slice-group" id="slice-{feature}" data-feature="{feature}">'
                  f'<h3>{_esc(group["title"])} <code>{_esc(group["feature"])}</code></h3>'
                  f'<div class="pair"><table class="metrics"><tr><th>slice</th>{head}</tr>{"".join(rows)}</table>'
                  f'{bars}</div></div>')
@@ -647,8 +653,11 @@ def to_html(report: Report) -> str:
 # ----- Markdown -----
 
 def _worst_slices(report: Report, n: int = 3) -> List[Tuple[str, str, float, float]]:
+  """The ``n`` slices with the highest RMSE among those big enough for it to mean something."""
+  total = report['overall']['candidate'].get(ec.EXAMPLE_COUNT, 0.0)
   rows = [(g['title'], r['name'], r['candidate'][ec.RMSE], r['candidate'].get(ec.EXAMPLE_COUNT, 0.0))
           for g in report['slices'] for r in g['rows'] if ec.RMSE in r['candidate']]
+  rows = [row for row in rows if row[3] >= MIN_SLICE_SHARE * total]
   return sorted(rows, key=lambda x: -x[2])[:n]
 
 
@@ -674,11 +683,13 @@ def to_markdown(report: Report, html_path: Optional[str] = None) -> str:
                    + (f'; baseline {item["baseline"]["spread"]:.4f}' if item['baseline'] else ''))
   worst = _worst_slices(report)
   if worst:
-    lines.append('- Worst slices by RMSE: ' + '; '.join(f'{t} {n} {v:.4f} (n={c:,.0f})' for t, n, v, c in worst))
+    listed = '; '.join(f'{t} {n} {v:.4f} (n={c:,.0f})' for t, n, v, c in worst)
+    lines.append(f'- Worst slices by RMSE (of those with at least {MIN_SLICE_SHARE:.0%} of the examples): {listed}')
   dist = report['distributions']
   if dist.get('prediction_range_90'):
     low, high = dist['prediction_range_90']
-    lines.append(f'- Predictions: standard deviation {dist["prediction_std"]:.3f} (ratings {dist["constant_rmse"]:.3f}), '
+    lines.append(f'- Predictions: standard deviation {dist["prediction_std"]:.3f} '
+                 f'(ratings {dist["constant_rmse"]:.3f}), '
                  f'90% between {low:.2f} and {high:.2f}; predicting the mean for everyone would score RMSE '
                  f'{dist["constant_rmse"]:.4f}')
   data = report['data']
@@ -722,17 +733,3 @@ def headline(report: Report) -> str:
   """One line for the log: the decision and the candidate's RMSE."""
   rmse = report['overall']['candidate'].get(ec.RMSE)
   return f'{report["decision"]["headline"]} RMSE {_fmt(ec.RMSE, rmse)}.'
-
-
-def iter_metric_cells(report: Report) -> Iterable[Tuple[str, str, str, Optional[float]]]:
-  """(model, slice id, metric, value) of every number the HTML tables show, as the report holds them."""
-  for role in ('candidate', 'baseline'):
-    overall = report['overall'][role]
-    if overall is None:
-      continue
-    for metric, _ in METRICS:
-      yield role, OVERALL, metric, overall.get(metric)
-  for group in report['slices']:
-    for r in group['rows']:
-      for metric in SLICE_COLUMNS:
-        yield 'candidate', r['id'], metric, r['candidate'].get(metric)
