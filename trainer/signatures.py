@@ -36,9 +36,13 @@ MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
 K = 'k'
 # k is clipped to this; a longer list is a different product (a browse page).
 MAX_K = 100
-# What the model reads about a candidate movie; every other raw feature it
-# reads comes from the request.
-CANDIDATE_FEATURES = (f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR)
+# What a recommend request says about the user; every other raw feature a
+# model reads describes the candidate movie. The catalog gives the movie's id,
+# title, genres and year; a movie feature it lacks (a live statistic such as
+# movie_rating_count) gets the value a request sends when it does not know it:
+# 0, or "".
+REQUEST_FEATURES = (f.USER_ID, f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP,
+                    f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)
 # Used when a request's user_age is 0 (unknown): the median age in ML-100K's u.user.
 DEFAULT_USER_AGE = 31
 
@@ -150,7 +154,7 @@ def recommend_input_names(raw_features: Sequence[str]) -> List[str]:
   The user features the model reads, the history lists (always: they say
   what to leave out), and k.
   """
-  names = [n for n in raw_features if n not in CANDIDATE_FEATURES]
+  names = [n for n in raw_features if n in REQUEST_FEATURES]
   names += [n for n in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS) if n not in names]
   return names + [K]
 
@@ -164,31 +168,75 @@ def _example_request(specs: Dict[str, tf.TensorSpec]) -> Dict[str, tf.Tensor]:
   return example
 
 
-def _feature_sources(tft_layer, raw_spec, request: Dict[str, tf.Tensor],
-                     catalog: Dict[str, tf.Tensor]) -> Tuple[set, set, set, List[str]]:
-  """Which Transform outputs need only the candidate, only the request, or both.
+def _computable(tft_layer, raw_spec, inputs: Dict[str, tf.Tensor]) -> set:
+  """The Transform outputs that ``inputs`` alone determine (Transform prunes the rest)."""
+  return set(tft_layer(_to_parsed(inputs, raw_spec)))
+
+
+def _fewest(tft_layer, raw_spec, keys: set, needed: Dict[str, tf.Tensor],
+            given: Dict[str, tf.Tensor]) -> List[str]:
+  """Drops features of ``needed`` one at a time while ``keys`` stay computable with ``given``."""
+  kept = dict(needed)
+  for name in list(needed):
+    trial = {n: v for n, v in kept.items() if n != name}
+    if keys <= _computable(tft_layer, raw_spec, {**trial, **given}):
+      kept = trial
+  return list(kept)
+
+
+class _Plan:
+  """Where each Transform output a recommendation needs comes from.
 
   Transform prunes the outputs whose raw inputs were not given, so feeding
-  each side alone tells which outputs it determines. Outputs that need both
-  (a movie's age at rating time) are recomputed per (request, candidate)
-  pair, from the fewest request features that give them: the request's
-  history lists are left out of that pass when they can be, because they
-  are the wide part.
-
-  Returns:
-    (candidate-only keys, request-only keys, keys needing both, the request
-    features the pairwise pass reads).
+  each side alone tells which outputs it determines: candidate-only outputs
+  are computed once at export; request-only outputs once per request row;
+  outputs that need both (a movie's age at rating time) per pair of a
+  request row and a distinct value of the few candidate features they read
+  (70-odd release years, not 1,682 movies), then gathered per movie.
+  Transform runs row by row at serving time, so equal inputs give equal
+  outputs and the gather changes no value.
   """
-  one_movie = {k: v[:1] for k, v in catalog.items()}
-  candidate_keys = set(tft_layer(_to_parsed(catalog, raw_spec)))
-  request_keys = set(tft_layer(_to_parsed(request, raw_spec)))
-  all_keys = set(tft_layer(_to_parsed({**request, **one_movie}, raw_spec)))
-  pair_keys = all_keys - candidate_keys - request_keys
-  narrow = [n for n in request if n not in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)]
-  if pair_keys and not pair_keys <= set(tft_layer(_to_parsed(
-      {**{n: request[n] for n in narrow}, **one_movie}, raw_spec))):
-    narrow = list(request)
-  return candidate_keys, request_keys, pair_keys, narrow if pair_keys else []
+
+  def __init__(self, tft_layer, raw_spec, request: Dict[str, tf.Tensor], catalog: Dict[str, tf.Tensor]):
+    one_movie = {k: v[:1] for k, v in catalog.items()}
+    self.candidate_keys = _computable(tft_layer, raw_spec, catalog)
+    self.request_keys = _computable(tft_layer, raw_spec, request)
+    every_key = _computable(tft_layer, raw_spec, {**request, **one_movie})
+    self.pair_keys = every_key - self.candidate_keys - self.request_keys
+    self.pair_request_inputs, self.pair_candidate_inputs = [], []
+    if self.pair_keys:
+      self.pair_request_inputs = _fewest(tft_layer, raw_spec, self.pair_keys, request, one_movie)
+      self.pair_candidate_inputs = _fewest(
+          tft_layer, raw_spec, self.pair_keys, one_movie, {n: request[n] for n in self.pair_request_inputs})
+
+
+def _candidates(catalog: Dict[str, np.ndarray], raw_features: Sequence[str], raw_spec) -> Dict[str, np.ndarray]:
+  """Every candidate feature the model reads, one row per catalog movie, as raw-signature inputs."""
+  n = len(catalog[f.MOVIE_ID])
+  out = {}
+  for name in raw_features:
+    if name in REQUEST_FEATURES:
+      continue
+    if name in catalog:
+      out[name] = catalog[name]
+    else:
+      spec = _raw_tensor_spec(name, raw_spec[name])
+      shape = (n,) if spec.shape.rank == 1 else (n, 1)
+      out[name] = np.full(shape, b'', dtype=object) if spec.dtype == tf.string else np.zeros(
+          shape, spec.dtype.as_numpy_dtype)
+  return out
+
+
+def _distinct_rows(catalog: Dict[str, np.ndarray], names: Sequence[str],
+                   n: int) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+  """The distinct rows of ``catalog`` over ``names``, and each of the ``n`` movies' index among them."""
+  keys = [tuple(tuple(np.atleast_1d(catalog[name][i]).tolist()) for name in names) for i in range(n)]
+  first = {}
+  for i, key in enumerate(keys):
+    first.setdefault(key, i)
+  rows = np.array(sorted(first.values()))
+  position = {keys[i]: j for j, i in enumerate(rows)}
+  return {n: catalog[n][rows] for n in names}, np.array([position[key] for key in keys], dtype=np.int64)
 
 
 def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
@@ -200,18 +248,20 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
   per call and repeated for each candidate.
   """
   catalog_np = read_catalog(tf_transform_output)
-  catalog = {k: tf.constant(v) for k, v in catalog_np.items() if k in raw_features}
+  candidates_np = _candidates(catalog_np, raw_features, raw_spec)
+  catalog = {k: tf.constant(v) for k, v in candidates_np.items()}
   n_movies = len(catalog_np[f.MOVIE_ID])
   names = recommend_input_names(raw_features)
   specs = {n: _raw_tensor_spec(n, raw_spec[n]) for n in names if n != K}
   specs[K] = tf.TensorSpec(shape=[None], dtype=tf.int32, name=K)
   user_specs = {n: s for n, s in specs.items() if n != K}
-  candidate_keys, request_keys, pair_keys, pair_inputs = _feature_sources(
-      model.tft_layer, raw_spec, {n: v for n, v in _example_request(user_specs).items() if n in raw_features},
-      catalog)
+  plan = _Plan(model.tft_layer, raw_spec,
+               {n: v for n, v in _example_request(user_specs).items() if n in raw_features}, catalog)
   # Eager tensors would be captured by reference; numpy becomes graph constants.
   candidate_features = {k: v.numpy() for k, v in model.tft_layer(_to_parsed(catalog, raw_spec)).items()
-                        if k in candidate_keys}
+                        if k in plan.candidate_keys}
+  pair_catalog, pair_index = _distinct_rows(candidates_np, plan.pair_candidate_inputs, n_movies)
+  n_pairs = len(next(iter(pair_catalog.values()))) if pair_catalog else 0
 
   def _defaults(inputs):
     out = dict(inputs)
@@ -228,16 +278,19 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
     batch = tf.shape(inputs[K])[0]
     features = {}
     for key, value in model.tft_layer(_to_parsed(request, raw_spec)).items():
-      if key in request_keys:
+      if key in plan.request_keys:
         features[key] = tf.repeat(value, n_movies, axis=0)
     for key, value in candidate_features.items():
       features[key] = tf.tile(tf.constant(value), [batch] + [1] * (value.ndim - 1))
-    if pair_keys:
-      pairs = {n: tf.repeat(request[n], n_movies, axis=0) for n in pair_inputs}
-      for name, value in catalog.items():
-        pairs[name] = tf.tile(value, [batch] + [1] * (len(value.shape) - 1))
+    if plan.pair_keys:
+      pairs = {n: tf.repeat(request[n], n_pairs, axis=0) for n in plan.pair_request_inputs}
+      for name, value in pair_catalog.items():
+        pairs[name] = tf.tile(tf.constant(value), [batch] + [1] * (value.ndim - 1))
       transformed = model.tft_layer(_to_parsed(pairs, raw_spec))
-      features.update({k: transformed[k] for k in pair_keys})
+      for key in plan.pair_keys:
+        per_pair = tf.reshape(transformed[key], tf.concat([[batch, n_pairs], tf.shape(transformed[key])[1:]], 0))
+        per_movie = tf.gather(per_pair, tf.constant(pair_index), axis=1)
+        features[key] = tf.reshape(per_movie, tf.concat([[batch * n_movies], tf.shape(transformed[key])[1:]], 0))
     scores = tf.reshape(model(features), [batch, n_movies])
 
     movie_ids = tf.constant(catalog_np[f.MOVIE_ID])

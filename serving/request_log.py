@@ -1,0 +1,141 @@
+"""An optional log of served examples, in the CSV the validate command reads.
+
+One row per example predicted (``serving_default`` and ``serving_tf_example``),
+with a header of raw feature names and lists joined with '|', which is what
+``python -m pipeline.validate log.csv --kind serving`` reads to check the
+requests for training/serving skew. The extra columns (``logged_at``,
+``model_version``, ``signature``, ``prediction``) are ignored by validate and
+are there for drift analysis. Recommend requests are not logged: they carry
+no movie, and validate checks examples.
+
+Rows are written by a thread of their own, so a slow disk never slows a
+request; when the writer falls behind, rows are dropped and counted.
+"""
+import csv
+import os
+import queue
+import random
+import threading
+import time
+from typing import Dict, List, Optional
+
+from google.protobuf.message import DecodeError
+import numpy as np
+import tensorflow as tf
+
+from transforms import features as f
+
+EXTRA_COLUMNS = ('logged_at', 'model_version', 'signature', 'prediction')
+FEATURE_COLUMNS = (f.USER_ID, f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER,
+                   f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)
+COLUMNS = EXTRA_COLUMNS + FEATURE_COLUMNS
+_LIST_SEPARATOR = '|'
+
+
+def _text(value) -> str:
+  if isinstance(value, bytes):
+    return value.decode('utf-8', 'replace')
+  if isinstance(value, (float, np.floating)):
+    return repr(float(value))
+  return str(value)
+
+
+def _raw_row(inputs: Dict[str, np.ndarray], i: int) -> Dict[str, str]:
+  """Instance ``i`` of a raw-signature request, padding dropped."""
+  row = {}
+  for name in FEATURE_COLUMNS:
+    if name not in inputs:
+      continue
+    value = inputs[name][i]
+    if name == f.RELEASE_YEAR:
+      row[name] = str(int(value)) if value > 0 else ''  # 0 is the signature's "unknown"
+    elif np.ndim(value) == 0:
+      row[name] = _text(value)
+    elif name in f.ALIGNED_WITH and f.ALIGNED_WITH[name] in inputs:
+      n = sum(1 for x in inputs[f.ALIGNED_WITH[name]][i] if x != b'')
+      row[name] = _LIST_SEPARATOR.join(_text(x) for x in value[:n])
+    else:
+      row[name] = _LIST_SEPARATOR.join(_text(x) for x in value if x != b'')
+  return row
+
+
+def _example_row(serialized: bytes) -> Dict[str, str]:
+  try:
+    example = tf.train.Example.FromString(serialized)
+  except DecodeError:
+    return {}  # the model parsed it, so this does not happen; an empty row shows it if it does
+  row = {}
+  for name in FEATURE_COLUMNS:
+    if name in example.features.feature:
+      feature = example.features.feature[name]
+      values = list(getattr(feature, feature.WhichOneof('kind')).value) if feature.WhichOneof('kind') else []
+      row[name] = _LIST_SEPARATOR.join(_text(v) for v in values)
+  return row
+
+
+class RequestLog:
+  """Appends sampled examples to a CSV file.
+
+  Args:
+    path: the CSV file; created with a header, appended to when it exists.
+    sample: the fraction of requests logged (every example of a sampled
+      request is logged).
+    max_queue: requests waiting for the writer before new ones are dropped.
+    on_drop: called once per dropped request.
+  """
+
+  def __init__(self, path: str, sample: float = 1.0, max_queue: int = 10_000, on_drop=None):
+    self.path, self.sample, self._on_drop = path, sample, on_drop
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    self._file = open(path, 'a', newline='', encoding='utf-8')
+    self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+    if new:
+      self._writer.writeheader()
+      self._file.flush()
+    self._queue: 'queue.Queue[Optional[tuple]]' = queue.Queue(max_queue)
+    self._thread = threading.Thread(target=self._work, daemon=True, name='request-log')
+    self._thread.start()
+
+  def log(self, version: int, signature: str, inputs: Dict[str, np.ndarray], predictions: np.ndarray):
+    """Queues one request's examples; cheap, and never blocks."""
+    if self.sample < 1.0 and random.random() >= self.sample:
+      return
+    try:
+      self._queue.put_nowait((time.time(), version, signature, inputs, predictions))
+    except queue.Full:
+      if self._on_drop:
+        self._on_drop()
+
+  def _rows(self, item) -> List[Dict[str, str]]:
+    logged_at, version, signature, inputs, predictions = item
+    rows = []
+    for i in range(len(predictions)):
+      row = _example_row(inputs['examples'][i]) if 'examples' in inputs else _raw_row(inputs, i)
+      row.update(logged_at=f'{logged_at:.3f}', model_version=str(version), signature=signature,
+                 prediction=f'{float(np.ravel(predictions[i])[0]):.4f}')
+      rows.append(row)
+    return rows
+
+  def _work(self):
+    while True:
+      item = self._queue.get()
+      batch = [item]
+      while item is not None:
+        try:
+          item = self._queue.get_nowait()
+        except queue.Empty:
+          break
+        batch.append(item)
+      for entry in batch:
+        if entry is not None:
+          self._writer.writerows(self._rows(entry))
+      self._file.flush()
+      if batch[-1] is None:
+        return
+
+  def close(self):
+    """Writes what is queued and closes the file."""
+    self._queue.put(None)
+    self._thread.join()
+    self._file.close()

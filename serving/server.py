@@ -1,0 +1,437 @@
+"""A local server for the pushed models with TF Serving's REST API.
+
+    python -m serving.server --model-base-path outputs/serving/movielens_ranking
+
+Routes (``[/versions/{v}]`` is optional; only the served version answers):
+
+* ``GET  /v1/models/{name}[/versions/{v}]``: version status, as TF Serving;
+* ``GET  /v1/models/{name}[/versions/{v}]/metadata``: signature defs;
+* ``POST /v1/models/{name}[/versions/{v}]:predict``: ``instances`` or
+  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``;
+* ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
+  route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
+  field optional;
+* ``GET /healthz`` (the process answers), ``GET /readyz`` (a version is
+  loaded), ``GET /metrics`` (Prometheus).
+
+Errors are TF Serving's shape, ``{"error": "..."}``, with a 4xx status for
+anything the client can fix. The server binds to 127.0.0.1 unless told
+otherwise. See serving/README.md.
+"""
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Dict, List, Optional  # noqa: E402
+
+from absl import logging  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tornado.httpserver  # noqa: E402
+import tornado.netutil  # noqa: E402
+import tornado.web  # noqa: E402
+
+from serving import codec, model_store  # noqa: E402
+from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
+from serving.request_log import RequestLog  # noqa: E402
+from trainer import signatures as sig  # noqa: E402
+from transforms import features as f  # noqa: E402
+
+DEFAULT_MODEL_NAME = 'movielens_ranking'
+DEFAULT_K = 10
+_LOGGED_SIGNATURES = ('serving_default', 'serving_tf_example')
+
+
+class Config:
+  """What a server needs; ``parse_args`` fills it from the command line.
+
+  Args:
+    model_base_path: the Pusher's folder for this model (holds version folders).
+    model_name: the name in URLs.
+    host, port: where to listen; port 0 picks a free one.
+    poll_s: seconds between looks for a new version.
+    max_body_bytes: larger bodies get 413.
+    limits: rows per request and values per list.
+    options: batching options.
+    request_log, request_log_sample: CSV path for the request log (None: off),
+      and the fraction of requests logged.
+  """
+
+  def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = '127.0.0.1',
+               port: int = 8501, poll_s: float = 1.0, max_body_bytes: int = 1 << 20,
+               limits: Optional[codec.Limits] = None, options: Optional[model_store.Options] = None,
+               request_log: Optional[str] = None, request_log_sample: float = 1.0):
+    self.model_base_path, self.model_name, self.host, self.port = model_base_path, model_name, host, port
+    self.poll_s, self.max_body_bytes = poll_s, max_body_bytes
+    self.limits = limits or codec.Limits()
+    self.options = options or model_store.Options()
+    self.request_log, self.request_log_sample = request_log, request_log_sample
+
+
+class _State:
+  """Shared by every handler: the model store, metrics, limits and the request log."""
+
+  def __init__(self, config: Config):
+    self.config = config
+    self.metrics = Metrics()
+    self.store = model_store.ModelStore(
+        config.model_name, config.model_base_path, config.options, config.poll_s,
+        on_batch=self.metrics.on_batch, on_load=self._on_load)
+    self.request_log = None
+    if config.request_log:
+      self.request_log = RequestLog(config.request_log, config.request_log_sample,
+                                    on_drop=self.metrics.request_log_dropped.inc)
+
+  def _on_load(self, version: int, ok: bool, seconds: float):
+    self.metrics.model_loads.labels(self.config.model_name, 'ok' if ok else 'failed').inc()
+    if ok:
+      self.metrics.model_version.labels(self.config.model_name).set(version)
+
+
+class _Handler(tornado.web.RequestHandler):
+  """JSON in and out, errors as ``{"error": ...}``, a metric per request."""
+
+  ROUTE = 'other'
+
+  def initialize(self, state: _State):
+    self.state = state
+    self._start = time.perf_counter()
+
+  def set_default_headers(self):
+    self.set_header('Content-Type', 'application/json')
+
+  def prepare(self):
+    length = self.request.headers.get('Content-Length')
+    if length and length.isdigit() and int(length) > self.state.config.max_body_bytes:
+      raise codec.BadRequest(f'The body is {length} bytes; at most {self.state.config.max_body_bytes}. '
+                             'Split the batch.', status=413)
+
+  def write_json(self, status: int, payload: Any):
+    self.set_status(status)
+    # NaN and Infinity are written as TF Serving writes them (a model fed
+    # extreme values can produce them); strict JSON has no spelling for them.
+    self.finish(json.dumps(payload, ensure_ascii=False))
+
+  def write_error(self, status_code: int, **kwargs):
+    error = kwargs.get('exc_info', (None, None, None))[1]
+    if isinstance(error, codec.BadRequest):
+      self.set_status(error.status)
+      message = str(error)
+    elif isinstance(error, tornado.web.HTTPError):
+      message = error.log_message or self._reason
+    else:
+      message = f'Internal error ({type(error).__name__}); the server logged it.' if error else self._reason
+    self.finish(json.dumps({'error': message}))
+
+  def log_exception(self, typ, value, tb):
+    if not isinstance(value, codec.BadRequest):  # a client error is not the server's to log
+      super().log_exception(typ, value, tb)
+
+  def on_finish(self):
+    name = self.path_kwargs.get('name') or (self.path_args[0] if self.path_args else '')
+    model = name if name == self.state.config.model_name else ''
+    self.state.metrics.requests.labels(model, self.ROUTE, str(self.get_status())).inc()
+    self.state.metrics.latency.labels(model, self.ROUTE).observe(time.perf_counter() - self._start)
+
+  def json_body(self) -> Dict[str, Any]:
+    try:
+      body = json.loads(self.request.body)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+      raise codec.BadRequest(f'The body is not valid JSON: {str(error)[:200]}.') from None
+    if not isinstance(body, dict):
+      raise codec.BadRequest('The body must be a JSON object.')
+    return body
+
+  def check_model(self, name: str, version: Optional[str]) -> Optional[int]:
+    if name != self.state.config.model_name:
+      raise codec.BadRequest(f'Servable not found for request: Latest({name}); this server serves '
+                             f'"{self.state.config.model_name}".', status=404)
+    if version is None:
+      return None
+    if not version.isdigit():
+      raise codec.BadRequest(f'The version must be a positive integer, got "{version}".')
+    return int(version)
+
+
+def _version_status(version: int) -> Dict[str, Any]:
+  return {'version': str(version), 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}}
+
+
+class StatusHandler(_Handler):
+  ROUTE = 'status'
+
+  def get(self, name: str, version: Optional[str] = None):
+    servable = self.state.store.acquire(self.check_model(name, version))
+    try:
+      self.write_json(200, {'model_version_status': [_version_status(servable.version)]})
+    finally:
+      servable.release()
+
+
+class MetadataHandler(_Handler):
+  ROUTE = 'metadata'
+
+  def get(self, name: str, version: Optional[str] = None):
+    servable = self.state.store.acquire(self.check_model(name, version))
+    try:
+      self.write_json(200, {
+          'model_spec': {'name': name, 'signature_name': '', 'version': str(servable.version)},
+          'metadata': {'signature_def': {'signature_def': servable.signature_defs}}})
+    finally:
+      servable.release()
+
+
+def _tf_reason(message: str) -> str:
+  """The line of a TensorFlow error that says what was wrong, without the graph's stack."""
+  for line in message.splitlines():
+    if line.strip() and not line[0].isspace() and not line.startswith(('Graph execution error', 'Detected at node')):
+      return re.sub(r'\s*(\[\[.*\]\])?\s*(\[Op:.*\])?$', '', line)[:300]
+  return message[:300]
+
+
+async def _run(signature: model_store.Signature, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+  rows = len(next(iter(arrays.values())))
+  try:
+    return await asyncio.wrap_future(signature.batcher.submit(arrays, rows))
+  except tf.errors.InvalidArgumentError as error:
+    raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
+
+
+class PredictHandler(_Handler):
+  ROUTE = 'predict'
+
+  async def post(self, name: str, version: Optional[str], verb: str):
+    if verb not in ('predict', 'recommend'):
+      raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend").')
+    self.ROUTE = verb  # only known verbs: a label per made-up verb would grow /metrics without bound
+    wanted = self.check_model(name, version)
+    body = self.json_body()
+    servable = self.state.store.acquire(wanted)
+    try:
+      if verb == 'predict':
+        self.write_json(200, await self._predict(servable, body))
+      else:
+        self.write_json(200, await self._recommend(servable, body))
+    finally:
+      servable.release()
+
+  def _signature(self, servable: model_store.Servable, name: Any) -> model_store.Signature:
+    if not isinstance(name, str) or name not in servable.signatures:
+      raise codec.BadRequest(f'Serving signature name: {json.dumps(name)} not found; this model serves '
+                             f'{sorted(servable.signatures)}.')
+    return servable.signatures[name]
+
+  async def _predict(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
+    body = dict(body)
+    signature = self._signature(servable, body.pop('signature_name', 'serving_default'))
+    arrays, row_format = codec.parse_predict(body, signature.inputs, self.state.config.limits)
+    outputs = await _run(signature, arrays)
+    self._observe(servable, signature.name, arrays, outputs)
+    return codec.format_predict(outputs, row_format)
+
+  def _observe(self, servable, signature: str, arrays, outputs):
+    metrics = self.state.metrics
+    if sig.SCORES in outputs:
+      metrics.observe_predictions(servable.name, signature, outputs[sig.SCORES][outputs[sig.MOVIE_IDS] != b''])
+    elif 'predictions' in outputs:
+      metrics.observe_predictions(servable.name, signature, np.ravel(outputs['predictions']))
+      if self.state.request_log and signature in _LOGGED_SIGNATURES:
+        self.state.request_log.log(servable.version, signature, arrays, outputs['predictions'])
+
+  async def _recommend(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
+    signature = self._signature(servable, sig.RECOMMEND)
+    arrays, _ = codec.parse_predict({'instances': [_recommend_instance(body, signature.inputs)]},
+                                    signature.inputs, self.state.config.limits)
+    outputs = await _run(signature, arrays)
+    self._observe(servable, sig.RECOMMEND, arrays, outputs)
+    ids, titles, scores = (outputs[n][0] for n in (sig.MOVIE_IDS, sig.TITLES, sig.SCORES))
+    return {'model_version': str(servable.version), 'recommendations': [
+        {'movie_id': m.decode(), 'title': t.decode('utf-8', 'replace'), 'score': float(s)}
+        for m, t, s in zip(ids, titles, scores) if m]}
+
+
+def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]) -> Dict[str, Any]:
+  """The convenience route's body as one recommend instance, defaults filled in.
+
+  Unknown strings are "" (out of vocabulary), user_age and timestamp 0 (the
+  signature's default age, and now), no history, k = DEFAULT_K.
+  """
+  unknown = sorted(set(body) - set(inputs))
+  if unknown:
+    raise codec.BadRequest(f'Unknown fields {unknown}; this model\'s recommend takes {sorted(inputs)}, '
+                           'each optional.')
+  instance = {}
+  for name, spec in inputs.items():
+    if name in body:
+      instance[name] = body[name]
+    elif spec.rank == 2:
+      instance[name] = []
+    else:
+      instance[name] = DEFAULT_K if name == sig.K else ('' if spec.dtype == 'string' else 0)
+  k = instance[sig.K]
+  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= sig.MAX_K:
+    raise codec.BadRequest(f'"k" must be an integer from 1 to {sig.MAX_K}, got {json.dumps(k)}.')
+  ids, ratings = instance[f.HISTORY_MOVIE_IDS], instance[f.HISTORY_RATINGS]
+  if not isinstance(ids, list) or not isinstance(ratings, list) or len(ids) != len(ratings):
+    raise codec.BadRequest('"history_movie_ids" and "history_ratings" must be lists of the same length, '
+                           'one rating per movie, oldest first.')
+  # The signature's lists need one column even when the history is empty.
+  instance[f.HISTORY_MOVIE_IDS], instance[f.HISTORY_RATINGS] = ids + [''], ratings + [0]
+  return instance
+
+
+class HealthHandler(_Handler):
+  ROUTE = 'healthz'
+
+  def get(self):
+    self.write_json(200, {'status': 'ok'})
+
+
+class ReadyHandler(_Handler):
+  ROUTE = 'readyz'
+
+  def get(self):
+    servable = self.state.store.current()
+    if servable is None:
+      self.write_json(503, {'error': f'No version under {self.state.config.model_base_path} has loaded yet.'})
+    else:
+      self.write_json(200, {'status': 'ready', 'model': servable.name, 'version': str(servable.version)})
+
+
+class MetricsHandler(_Handler):
+  ROUTE = 'metrics'
+
+  def get(self):
+    self.set_header('Content-Type', CONTENT_TYPE)
+    self.finish(self.state.metrics.exposition())
+
+
+class NotFoundHandler(_Handler):
+  def prepare(self):
+    raise codec.BadRequest(f'No route for {self.request.method} {self.request.path}; see /v1/models/<name>, '
+                           '/v1/models/<name>/metadata, /v1/models/<name>:predict, /healthz, /readyz, /metrics.',
+                           status=404)
+
+
+def make_app(state: _State) -> tornado.web.Application:
+  model = r'/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?'
+  routes = [
+      (model + r'/metadata', MetadataHandler),
+      (model + r':(?P<verb>[A-Za-z]+)', PredictHandler),
+      (model, StatusHandler),
+      (r'/healthz', HealthHandler),
+      (r'/readyz', ReadyHandler),
+      (r'/metrics', MetricsHandler),
+  ]
+  return tornado.web.Application([(p, h, {'state': state}) for p, h in routes],
+                                 default_handler_class=NotFoundHandler, default_handler_args={'state': state})
+
+
+class Server:
+  """The server on an event loop of its own thread: for tests and benchmarks.
+
+  ``start()`` returns the port once a version is served (or ``wait_s`` ran out).
+  """
+
+  def __init__(self, config: Config):
+    self.config = config
+    self.state = _State(config)
+    self.port: Optional[int] = None
+    self._loop: Optional[asyncio.AbstractEventLoop] = None
+    self._http: Optional[tornado.httpserver.HTTPServer] = None
+    self._thread: Optional[threading.Thread] = None
+
+  def _listen(self) -> int:
+    sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host)
+    # Bodies up to twice the limit are read and answered 413 with a message;
+    # beyond that tornado drops the connection after a bare 400.
+    self._http = tornado.httpserver.HTTPServer(make_app(self.state), max_body_size=2 * self.config.max_body_bytes)
+    self._http.add_sockets(sockets)
+    return sockets[0].getsockname()[1]
+
+  def start(self, wait_s: float = 60.0) -> int:
+    self.state.store.start(wait_s)
+    ready = threading.Event()
+
+    def run():
+      self._loop = asyncio.new_event_loop()
+      asyncio.set_event_loop(self._loop)
+      self.port = self._listen()
+      ready.set()
+      self._loop.run_forever()
+
+    self._thread = threading.Thread(target=run, daemon=True, name='http')
+    self._thread.start()
+    ready.wait()
+    return self.port
+
+  def stop(self):
+    if self._loop:
+      self._loop.call_soon_threadsafe(self._http.stop)
+      self._loop.call_soon_threadsafe(self._loop.stop)
+      self._thread.join()
+    self.state.store.stop()
+    if self.state.request_log:
+      self.state.request_log.close()
+
+
+def parse_args(argv: Optional[List[str]] = None) -> Config:
+  parser = argparse.ArgumentParser(prog='python -m serving.server', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--model-base-path', required=True,
+                      help="the Pusher's folder for the model, holding <version>/saved_model.pb")
+  parser.add_argument('--model-name', default=DEFAULT_MODEL_NAME, help='the name in /v1/models/<name>')
+  parser.add_argument('--host', default='127.0.0.1', help='0.0.0.0 to accept other machines')
+  parser.add_argument('--port', type=int, default=8501, help="TF Serving's REST port by default")
+  parser.add_argument('--poll-s', type=float, default=1.0, help='seconds between looks for a new version')
+  parser.add_argument('--max-body-bytes', type=int, default=1 << 20)
+  parser.add_argument('--max-instances', type=int, default=1000, help='examples in one request')
+  parser.add_argument('--max-list', type=int, default=256, help='values in one list input of one example')
+  parser.add_argument('--max-batch-rows', type=int, default=512, help='rows in one merged predict call')
+  parser.add_argument('--max-recommend-rows', type=int, default=16, help='users in one merged recommend call')
+  parser.add_argument('--workers', type=int, default=1, help='threads calling each signature')
+  parser.add_argument('--request-log', default=None,
+                      help='CSV of served examples for `python -m pipeline.validate LOG --kind serving`')
+  parser.add_argument('--request-log-sample', type=float, default=1.0, help='fraction of requests logged')
+  args = parser.parse_args(argv)
+  return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
+                codec.Limits(args.max_instances, args.max_list),
+                model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
+                args.request_log, args.request_log_sample)
+
+
+async def _serve(config: Config):
+  server = Server(config)
+  state = server.state
+  # Serve at once; /readyz says 503 until a version has loaded.
+  state.store.start()
+  port = server._listen()
+  logging.info('Serving %s from %s on http://%s:%d', config.model_name, config.model_base_path, config.host, port)
+  stopped = asyncio.Event()
+  loop = asyncio.get_running_loop()
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    loop.add_signal_handler(signum, stopped.set)
+  await stopped.wait()
+  # Kubernetes sends SIGTERM: stop accepting, let requests in flight finish.
+  server._http.stop()
+  await server._http.close_all_connections()
+  state.store.stop()
+  if state.request_log:
+    state.request_log.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  logging.set_verbosity(logging.INFO)
+  asyncio.run(_serve(parse_args(argv)))
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -1,0 +1,411 @@
+"""The local server against tiny real SavedModels: TF Serving's REST API, errors, metrics, request log, hot swap."""
+import csv
+import json
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import requests
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from serving import codec, server as server_lib
+from trainer import hparams as hp
+from trainer import signatures as sig
+from trainer.models import PREDICTION_KEY
+from trainer.task import build_model
+from transforms import features as f
+
+from conftest import raw_feature_spec
+
+pytestmark = pytest.mark.unit
+NAME = 'movielens_ranking'
+
+
+def export_tiny_model(tiny_transform, export_dir, model_name, seed=0):
+  """Fits ``model_name`` for one epoch on the tiny rows and saves it as the Trainer does."""
+  out_dir, _, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  tf.keras.utils.set_random_seed(seed)
+  model = build_model(hp.resolve({'hparams': {'model': model_name, 'embedding_dim': 4, 'layer_sizes': '8'}}), output)
+  data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
+  model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
+  tf.saved_model.save(model, str(export_dir),
+                      signatures=sig.make_serving_signatures(model, output, model.RAW_FEATURES))
+  return str(export_dir)
+
+
+@pytest.fixture(scope='session')
+def tiny_models(tiny_transform, tmp_path_factory):
+  root = tmp_path_factory.mktemp('tiny_models')
+  return {name: export_tiny_model(tiny_transform, root / name, name) for name in ('history_ranking', 'ranking')}
+
+
+def push(model_dir, base, version):
+  """Copies a SavedModel into base/version file by file, as the Pusher does (not atomically)."""
+  shutil.copytree(model_dir, os.path.join(base, str(version)))
+
+
+class Client:
+  def __init__(self, port):
+    self.url = f'http://127.0.0.1:{port}'
+    self.session = requests.Session()
+
+  def get(self, path):
+    return self.session.get(self.url + path, timeout=30)
+
+  def post(self, path, body):
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return self.session.post(self.url + path, data=data, timeout=30)
+
+
+def start_server(base, **kwargs):
+  config = server_lib.Config(str(base), NAME, port=0, poll_s=kwargs.pop('poll_s', 0.1), **kwargs)
+  server = server_lib.Server(config)
+  port = server.start(wait_s=120)
+  assert server.state.store.current() is not None, 'no version loaded'
+  return server, Client(port)
+
+
+@pytest.fixture(scope='module')
+def served(tiny_models, tmp_path_factory):
+  """The history model as version 1, with small limits so the limit checks are quick."""
+  base = tmp_path_factory.mktemp('served')
+  push(tiny_models['history_ranking'], base, 1)
+  server, client = start_server(base, max_body_bytes=200_000, limits=codec.Limits(max_rows=50, max_width=60))
+  yield client, tf.saved_model.load(tiny_models['history_ranking'])
+  server.stop()
+
+
+def history_instance(rows, i, history=(('1', 4.0), ('2', 5.0))):
+  """One serving_default instance of the history model, as JSON gives it."""
+  row = rows[i]
+  ids = [m for m, _ in history]
+  return {
+      'movie_id': row[f.MOVIE_ID][0].decode(), 'movie_title': row[f.MOVIE_TITLE][0].decode(),
+      'genres': ([g.decode() for g in row[f.GENRES]] + ['', ''])[:2],
+      'release_year': (row[f.RELEASE_YEAR] or [0])[0], 'user_age': row[f.USER_AGE][0],
+      'user_gender': row[f.USER_GENDER][0].decode(), 'user_occupation': row[f.USER_OCCUPATION][0].decode(),
+      'timestamp': row[f.TIMESTAMP][0], 'history_movie_ids': ids + [''],
+      'history_ratings': [r for _, r in history] + [0.0]}
+
+
+def direct(loaded, instances):
+  """The same instances through the loaded SavedModel, no server."""
+  specs = loaded.signatures['serving_default'].structured_input_signature[1]
+  return loaded.signatures['serving_default'](**{
+      n: tf.constant([x[n] for x in instances], s.dtype) for n, s in specs.items()})[PREDICTION_KEY].numpy()
+
+
+def test_status_and_metadata_are_tf_servings(served):
+  client, _ = served
+  assert client.get(f'/v1/models/{NAME}').json() == {'model_version_status': [
+      {'version': '1', 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}}]}
+  assert client.get(f'/v1/models/{NAME}/versions/1').status_code == 200
+  metadata = client.get(f'/v1/models/{NAME}/metadata').json()
+  assert metadata['model_spec'] == {'name': NAME, 'signature_name': '', 'version': '1'}
+  defs = metadata['metadata']['signature_def']['signature_def']
+  assert {'serving_default', 'serving_tf_example', 'recommend'} <= set(defs)
+  assert defs['recommend']['inputs']['k']['dtype'] == 'DT_INT32'
+  assert defs['serving_default']['outputs']['predictions']['dtype'] == 'DT_FLOAT'
+
+
+def test_predict_rows_and_columns_match_the_saved_model(served, tiny_transform):
+  client, loaded = served
+  rows = tiny_transform[1]
+  instances = [history_instance(rows, i) for i in range(7)]
+  expected = direct(loaded, instances)
+  by_rows = client.post(f'/v1/models/{NAME}:predict', {'instances': instances})
+  assert by_rows.status_code == 200, by_rows.text
+  np.testing.assert_allclose(np.array(by_rows.json()['predictions']), expected, rtol=1e-5)
+  columns = {n: [x[n] for x in instances] for n in instances[0]}
+  by_columns = client.post(f'/v1/models/{NAME}/versions/1:predict',
+                           {'signature_name': 'serving_default', 'inputs': columns})
+  np.testing.assert_allclose(np.array(by_columns.json()['outputs']), expected, rtol=1e-5)
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_answer(served, tiny_transform):
+  client, loaded = served
+  rows = tiny_transform[1]
+  # Different history lengths: merged batches pad them, which must not change an answer.
+  bodies = [[history_instance(rows, i, history=[(str(m), 1.0 + m % 5) for m in range(i % 4)])] for i in range(40)]
+  results = [None] * len(bodies)
+
+  def call(i):
+    results[i] = Client(client.url.rsplit(':', 1)[1]).post(f'/v1/models/{NAME}:predict', {'instances': bodies[i]})
+
+  threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  for body, result in zip(bodies, results):
+    assert result.status_code == 200, result.text
+    np.testing.assert_allclose(result.json()['predictions'], direct(loaded, body), rtol=1e-5)
+  assert 'serving_batch_requests_bucket' in client.get('/metrics').text
+
+
+def test_tf_example_signature_takes_base64(served, tiny_transform):
+  import base64
+  client, loaded = served
+  rows = tiny_transform[1][:3]
+  spec = raw_feature_spec()
+  examples = []
+  for row in rows:
+    feature = {}
+    for key, values in row.items():
+      if key == f.LABEL_KEY:
+        continue
+      if spec[key].dtype == tf.string:
+        feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+      elif spec[key].dtype == tf.float32:
+        feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+      else:
+        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+  response = client.post(f'/v1/models/{NAME}:predict', {
+      'signature_name': 'serving_tf_example',
+      'instances': [{'b64': base64.b64encode(e).decode()} for e in examples]})
+  assert response.status_code == 200, response.text
+  broken = client.post(f'/v1/models/{NAME}:predict', {'signature_name': 'serving_tf_example',
+                                                      'instances': [{'b64': 'bm90IGEgcHJvdG8='}]})
+  assert broken.status_code == 400 and 'Graph execution' not in broken.json()['error']
+  expected = loaded.signatures['serving_tf_example'](examples=tf.constant(examples))[PREDICTION_KEY].numpy()
+  np.testing.assert_allclose(response.json()['predictions'], expected, rtol=1e-5)
+
+
+def test_recommend_route_fills_defaults_and_leaves_out_the_history(served, tiny_transform):
+  client, _ = served
+  response = client.post(f'/v1/models/{NAME}:recommend', {'history_movie_ids': ['1', '3'],
+                                                          'history_ratings': [5, 1], 'k': 4})
+  assert response.status_code == 200, response.text
+  recommendations = response.json()['recommendations']
+  assert len(recommendations) == 4 and not {'1', '3'} & {r['movie_id'] for r in recommendations}
+  scores = [r['score'] for r in recommendations]
+  assert scores == sorted(scores, reverse=True) and all(r['title'] for r in recommendations)
+  # The same through TF Serving's own route, as any TF Serving client would call it.
+  instance = {'user_age': 0, 'user_gender': '', 'user_occupation': '', 'timestamp': 0,
+              'history_movie_ids': ['1', '3', ''], 'history_ratings': [5, 1, 0], 'k': 4}
+  raw = client.post(f'/v1/models/{NAME}:predict', {'signature_name': 'recommend', 'instances': [instance]})
+  assert raw.status_code == 200, raw.text
+  assert raw.json()['predictions'][0]['movie_ids'] == [r['movie_id'] for r in recommendations]
+  # A brand-new user with no history gets the default k, or the whole tiny catalog.
+  n_movies = len(sig.read_catalog(tft.TFTransformOutput(tiny_transform[0]))[f.MOVIE_ID])
+  newcomer = client.post(f'/v1/models/{NAME}:recommend', {}).json()['recommendations']
+  assert len(newcomer) == min(server_lib.DEFAULT_K, n_movies)
+
+
+BAD_REQUESTS = [
+    # (path, body, status, words the message must contain)
+    (':predict', b'{"instances": [', 400, 'not valid JSON'),
+    (':predict', b'\xff\xfe', 400, 'not valid JSON'),
+    (':predict', [1, 2], 400, 'JSON object'),
+    (':predict', {'instances': [{'movie_id': 5}]}, 400, 'missing inputs'),
+    (':predict', {'instances': []}, 400, 'non-empty'),
+    (':predict', {'instances': [{}], 'inputs': {}}, 400, 'exactly one'),
+    (':predict', {'signature_name': 'nope', 'instances': [{}]}, 400, 'not found'),
+    (':recommend', {'k': 0}, 400, '"k" must be'),
+    (':recommend', {'k': '10'}, 400, '"k" must be'),
+    (':recommend', {'user_age': 'old'}, 400, 'expected a number'),
+    (':recommend', {'user_age': 1.5}, 400, 'expected an integer'),
+    (':recommend', {'user_gender': 7}, 400, 'expected a string'),
+    (':recommend', {'history_movie_ids': ['1'], 'history_ratings': []}, 400, 'same length'),
+    (':recommend', {'history_movie_ids': ['1'], 'history_ratings': [float('nan')]}, 400, 'finite'),
+    (':recommend', {'history_movie_ids': ['1'] * 80, 'history_ratings': [3] * 80}, 400, 'at most 60'),
+    (':recommend', {'user_id': '1', 'zzz': 1}, 400, 'Unknown fields'),
+    (':classify', {'examples': []}, 400, 'not served'),
+    ('/versions/7:predict', {'instances': [{}]}, 404, 'version 1 only'),
+    ('/versions/x:predict', {'instances': [{}]}, 400, 'positive integer'),
+]
+
+
+@pytest.mark.parametrize('path,body,status,words', BAD_REQUESTS)
+def test_bad_requests_get_a_4xx_that_says_what_to_do(served, path, body, status, words):
+  client, _ = served
+  response = client.post(f'/v1/models/{NAME}{path}', body)
+  assert response.status_code == status, response.text
+  assert words in response.json()['error']
+
+
+def test_wrong_types_in_predict_name_the_input_and_instance(served, tiny_transform):
+  client, _ = served
+  instance = history_instance(tiny_transform[1], 0)
+  instance['user_age'] = 'forty'
+  response = client.post(f'/v1/models/{NAME}:predict', {'instances': [history_instance(tiny_transform[1], 1),
+                                                                       instance]})
+  assert response.status_code == 400
+  assert 'input "user_age", instance 1: expected a number' in response.json()['error']
+
+
+def test_oversized_batches_and_bodies_get_413_and_unknown_models_404(served, tiny_transform):
+  client, _ = served
+  instance = history_instance(tiny_transform[1], 0)
+  too_many = client.post(f'/v1/models/{NAME}:predict', {'instances': [instance] * 51})
+  assert too_many.status_code == 413 and 'at most 50' in too_many.json()['error']
+  huge = client.post(f'/v1/models/{NAME}:predict', {'instances': [{'movie_title': 'x' * 300_000}]})
+  assert huge.status_code == 413 and 'Split the batch' in huge.json()['error']
+  unknown = client.post('/v1/models/other:predict', {'instances': [instance]})
+  assert unknown.status_code == 404 and 'movielens_ranking' in unknown.json()['error']
+  assert client.get('/v1/models/other').status_code == 404
+  assert client.get('/nothing/here').status_code == 404
+
+
+def test_health_readiness_and_metrics(served, tiny_transform):
+  client, _ = served
+  assert client.get('/healthz').json() == {'status': 'ok'}
+  assert client.get('/readyz').json()['version'] == '1'
+  client.post(f'/v1/models/{NAME}:predict', {'instances': [history_instance(tiny_transform[1], 0)]})
+  client.post(f'/v1/models/{NAME}:predict', {'instances': 'nope'})
+  text = client.get('/metrics').text
+  assert f'serving_requests_total{{code="200",model="{NAME}",route="predict"}}' in text
+  assert f'serving_requests_total{{code="400",model="{NAME}",route="predict"}}' in text
+  assert f'serving_request_latency_seconds_bucket{{le="0.5",model="{NAME}",route="predict"}}' in text
+  assert f'serving_predictions_count{{model="{NAME}",signature="serving_default"}}' in text
+  assert f'serving_model_version{{model="{NAME}"}} 1.0' in text
+
+
+def test_default_bind_is_loopback():
+  assert server_lib.parse_args(['--model-base-path', 'x']).host == '127.0.0.1'
+
+
+def test_request_log_is_what_the_validate_command_reads(tiny_models, tmp_path, tiny_transform):
+  import tensorflow_data_validation as tfdv
+  from pipeline import configs, validate
+  base = tmp_path / 'base'
+  push(tiny_models['ranking'], base, 3)
+  log = tmp_path / 'requests.csv'
+  server, client = start_server(base, request_log=str(log))
+  rows = tiny_transform[1][:5]
+  response = client.post(f'/v1/models/{NAME}:predict', {'instances': [
+      {'user_id': r[f.USER_ID][0].decode(), 'movie_id': r[f.MOVIE_ID][0].decode()} for r in rows]})
+  assert response.status_code == 200
+  server.stop()
+  with open(log) as fh:
+    logged = list(csv.DictReader(fh))
+  assert [r['movie_id'] for r in logged] == [r[f.MOVIE_ID][0].decode() for r in rows]
+  assert [float(r['prediction']) for r in logged] == pytest.approx(
+      [p[0] for p in response.json()['predictions']], abs=1e-4)
+  examples, bad_rows = validate.read_csv(str(log), tfdv.load_schema_text(configs.SCHEMA_FILE))
+  assert len(examples) == 5 and not bad_rows
+  parsed = tf.train.Example.FromString(examples[0])
+  assert parsed.features.feature[f.USER_ID].bytes_list.value == rows[0][f.USER_ID]
+
+
+def test_a_version_pushed_under_load_is_served_with_no_failed_request(tiny_models, tmp_path):
+  base = tmp_path / 'base'
+  push(tiny_models['ranking'], base, 1)
+  server, client = start_server(base, poll_s=0.2)
+  failures, versions, stop = [], set(), threading.Event()
+
+  def hammer(i):
+    own = Client(client.url.rsplit(':', 1)[1])
+    while not stop.is_set():
+      try:
+        response = own.post(f'/v1/models/{NAME}:recommend', {'user_id': str(i), 'k': 3})
+        if response.status_code != 200:
+          failures.append(response.text)
+        else:
+          versions.add(response.json()['model_version'])
+        predict = own.post(f'/v1/models/{NAME}:predict', {'instances': [{'user_id': str(i), 'movie_id': '2'}]})
+        if predict.status_code != 200:
+          failures.append(predict.text)
+      except requests.RequestException as error:
+        failures.append(repr(error))
+
+  threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+  for thread in threads:
+    thread.start()
+  time.sleep(1.0)
+  push(tiny_models['ranking'], base, 2)
+  deadline = time.time() + 45
+  while '2' not in versions and time.time() < deadline:
+    time.sleep(0.1)
+  time.sleep(1.0)  # keep the load on while the old version drains
+  stop.set()
+  for thread in threads:
+    thread.join()
+  old = [s for s in [server.state.store.current()] if s.version != 2]
+  server.stop()
+  assert not failures, failures[:3]
+  assert versions == {'1', '2'} and not old
+
+
+# Schema-driven fuzzing: bodies built from the served signatures, with each
+# value right, of the wrong type, out of range, or missing, plus junk.
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)  # lone surrogates included
+_SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.integers(-10**400, 10**400) | st.floats()
+            | _TEXT
+            | st.fixed_dictionaries({'b64': st.text(max_size=12)}))
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+                     max_leaves=12)
+
+
+def _typed(spec):
+  scalar = {'string': _TEXT, 'int64': st.integers(-2**64, 2**64), 'int32': st.integers(-2**33, 2**33),
+            'float32': st.floats() | st.integers(-2**70, 2**70) | st.integers(-10**400, 10**400)}[spec['dtype']]
+  value = st.lists(scalar, max_size=70) if spec['rank'] == 2 else scalar
+  return st.one_of(value, value, _JSON)
+
+
+@st.composite
+def _instance(draw, inputs):
+  instance = {}
+  for name, spec in inputs.items():
+    if draw(st.integers(0, 9)):  # one time in ten the input is missing
+      instance[name] = draw(_typed(spec))
+  if not draw(st.integers(0, 9)):
+    instance[draw(_TEXT)] = draw(_JSON)
+  return instance
+
+
+@st.composite
+def _request(draw, signatures):
+  name = draw(st.sampled_from(sorted(signatures)))
+  inputs = signatures[name]
+  kind = draw(st.sampled_from(['rows', 'columns', 'recommend', 'junk', 'bytes']))
+  path = draw(st.sampled_from([':predict', ':predict', '/versions/1:predict', '/versions/2:predict', ':recommend']))
+  if kind == 'rows':
+    body = {'signature_name': draw(st.sampled_from([name, name, 'transform_features', ''])),
+            'instances': draw(st.lists(_instance(inputs), min_size=0, max_size=4))}
+  elif kind == 'columns':
+    body = {'signature_name': name, 'inputs': {n: draw(st.lists(_typed(s), max_size=3)) for n, s in inputs.items()}}
+  elif kind == 'recommend':
+    path, body = ':recommend', draw(_instance(signatures['recommend']))
+  elif kind == 'junk':
+    body = draw(_JSON)
+  else:
+    body = draw(st.binary(max_size=40))
+  return path, body
+
+
+@pytest.fixture(scope='module')
+def served_signatures(served):
+  client, _ = served
+  defs = client.get(f'/v1/models/{NAME}/metadata').json()['metadata']['signature_def']['signature_def']
+  dtypes = {'DT_STRING': 'string', 'DT_INT64': 'int64', 'DT_INT32': 'int32', 'DT_FLOAT': 'float32'}
+  return {name: {n: {'dtype': dtypes[t['dtype']], 'rank': len(t['tensor_shape']['dim'])}
+                 for n, t in defs[name]['inputs'].items()}
+          for name in ('serving_default', 'serving_tf_example', 'recommend')}
+
+
+def test_fuzzed_requests_never_get_a_5xx(served, served_signatures):
+  client, _ = served
+
+  @settings(max_examples=250, deadline=None, derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+  @given(_request(served_signatures))
+  def check(request):
+    path, body = request
+    response = client.post(f'/v1/models/{NAME}{path}', body if isinstance(body, bytes) else
+                           json.dumps(body).encode('utf-8', 'surrogatepass'))
+    assert response.status_code < 500, (path, body, response.text)
+    if response.status_code >= 400:
+      assert response.json()['error']
+
+  check()
+  assert client.get('/healthz').status_code == 200
