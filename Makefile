@@ -14,7 +14,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup run test test-unit test-e2e bench-pipeline bench-quality bench-index clean
+.PHONY: setup chromium run serve test test-unit test-e2e test-compile bench-pipeline bench-quality bench-index \
+	bench-serving bench-scale clean
 
 setup: $(STAMP)
 
@@ -28,14 +29,28 @@ $(STAMP): setup.py constraints.txt
 run: $(STAMP)
 	$(PY) -m pipeline.local_runner $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(RUN_ARGS)
 
-test: $(STAMP)
+# The local REST server over the newest pushed model (run `make run` first).
+MODEL_BASE_PATH ?= outputs/serving/movielens_ranking
+serve: $(STAMP)
+	$(PY) -m serving.server --model-base-path $(MODEL_BASE_PATH) $(SERVE_ARGS)
+
+# The evaluation report's tests render it in headless Chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || \
+	  { echo 'Chromium is missing: sudo apt-get install -y chromium'; exit 1; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) chromium
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) chromium
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+test-compile: $(STAMP)
+	$(PY) -m pytest -m compile $(PYTEST_ARGS)
 
 bench-pipeline: $(STAMP)
 	$(PY) -m benchmarks.bench_pipeline $(if $(DATA_DIR),--data-dir $(DATA_DIR))
@@ -45,6 +60,16 @@ bench-quality: $(STAMP)
 
 bench-index: $(STAMP)
 	$(PY) -m benchmarks.bench_index
+
+# Serves the newest pushed model under outputs/ (run `make run` first) and
+# loads it with 50 concurrent clients on loopback.
+bench-serving: $(STAMP)
+	$(PY) -m benchmarks.bench_serving
+
+# 100K, 1M and 10M synthetic ratings (10M only when 1M projects it under 25
+# min a stage). BENCH_SCALE_ARGS: e.g. --sizes 100000,1000000
+bench-scale: $(STAMP)
+	$(PY) -m benchmarks.bench_scale $(BENCH_SCALE_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

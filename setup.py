@@ -9,7 +9,8 @@ setuptools.setup(
     version='0.1.0',
     description='A production TFX pipeline for a MovieLens recommender (TFRS models, TFMA, TF Serving).',
     python_requires='>=3.10,<3.11',
-    packages=setuptools.find_packages(include=['pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*']),
+    packages=setuptools.find_packages(include=['pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*',
+                                               'serving*']),
     package_data={'components': ['*/README.md']},
     install_requires=[
         'tfx==1.16.0',
@@ -28,6 +29,9 @@ setuptools.setup(
         'pyarrow==10.0.1',
         'numpy==1.26.4',
         'kfp==2.5.0',
+        # serving/: the local server (pinned through TFX already; imported directly).
+        'tornado==6.5.10',
+        'prometheus_client==0.26.0',
     ],
-    extras_require={'dev': ['pytest==8.3.3']},
+    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2']},
 )

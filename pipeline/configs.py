@@ -44,6 +44,9 @@ class PipelineConfig:
     transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
     rmse_tolerance: allowed RMSE increase over the latest blessed model.
+    baseline_resolver: compare with the latest blessed model (a Resolver
+      node). Off for open-source KFP 2.x, which cannot run Resolver nodes:
+      the Evaluator then blesses on ``rmse_threshold`` alone.
   """
   pipeline_root: str
   serving_model_dir: str
@@ -60,6 +63,7 @@ class PipelineConfig:
   transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD
   rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
+  baseline_resolver: bool = True
   pipeline_name: str = PIPELINE_NAME
   model_name: str = MODEL_NAME
   transform_module_file: str = TRANSFORM_MODULE_FILE

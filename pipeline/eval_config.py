@@ -112,12 +112,17 @@ def slice_feature(key: str) -> SliceFeature:
   raise KeyError(f'{key!r} is not a slicing feature; these are: {[s.key for s in SLICE_FEATURES]}')
 
 
-def rmse_threshold(value_threshold: float, tolerance: float) -> tfma.MetricThreshold:
-  """RMSE below ``value_threshold`` and at most ``tolerance`` above the baseline's."""
+def rmse_threshold(value_threshold: float, tolerance: Optional[float]) -> tfma.MetricThreshold:
+  """RMSE below ``value_threshold`` and, with a ``tolerance``, at most that above the baseline's.
+
+  Without a tolerance there is no change threshold: TFMA needs a baseline
+  model for one, and a pipeline without the Resolver has none.
+  """
+  change = None if tolerance is None else tfma.GenericChangeThreshold(
+      direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={'value': tolerance})
   return tfma.MetricThreshold(
       value_threshold=tfma.GenericValueThreshold(upper_bound={'value': value_threshold}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute={'value': tolerance}))
+      change_threshold=change)
 
 
 def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
@@ -132,8 +137,9 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
   """
   # A MetricConfig's plain ``threshold`` applies to every slice, and a small
   # slice (a rare genre) would then veto every model: gate the overall slice.
+  tolerance = config.rmse_tolerance if config.baseline_resolver else None
   gate = tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
-                                      threshold=rmse_threshold(config.rmse_threshold, config.rmse_tolerance))
+                                      threshold=rmse_threshold(config.rmse_threshold, tolerance))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
           model_type='tf_generic', signature_name=SERVING_SIGNATURE,

@@ -9,6 +9,7 @@ from components import idempotent_pusher
 from components.data_validator import DataValidator
 from components.eval_report import EvalReport
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
+from components.retrieval_evaluator import RetrievalEvaluator
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import EVAL_SPLIT, make_eval_config
 
@@ -99,20 +100,27 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       custom_config={'hparams': config.hparams}).with_id('Trainer')
 
   # The latest blessed model is the baseline a candidate must not fall behind.
-  model_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
-  ).with_id('LatestBlessedModelResolver')
+  model_resolver = None
+  if config.baseline_resolver:
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
+    ).with_id('LatestBlessedModelResolver')
 
   # TFMA on the held-out test split, overall and by slice (eval_config.py);
   # blesses the model or not.
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
-      baseline_model=model_resolver.outputs['model'],
+      baseline_model=model_resolver.outputs['model'] if model_resolver else None,
       example_splits=[EVAL_SPLIT],
       eval_config=make_eval_config(config)).with_id('Evaluator')
+
+  # Recall@K and NDCG@K of the model's retrieval towers (multitask) against
+  # popularity, per test user; TFMA scores one prediction per example, not lists.
+  retrieval_evaluator = RetrievalEvaluator(
+      examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id('RetrievalEvaluator')
 
   # One static page a reviewer can decide from: the blessing and why, metrics
   # against the baseline, slices, fairness, calibration and the data.
@@ -139,7 +147,8 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=[example_gen, statistics_gen, schema_gen, example_validator, transform,
-                  *([tuner] if tuner else []), trainer, model_resolver, evaluator, eval_report, pusher],
+                  *([tuner] if tuner else []), trainer, *([model_resolver] if model_resolver else []),
+                  evaluator, retrieval_evaluator, eval_report, pusher],
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args)

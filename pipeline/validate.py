@@ -110,11 +110,13 @@ def _csv_feature(name: str, text: str, feature_type) -> tf.train.Feature:
   return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode('utf-8') for v in values]))
 
 
-def read_csv(path: str, schema: schema_pb2.Schema) -> Tuple[List[bytes], List[parsing.BadRow]]:
+def read_csv(path: str, schema: schema_pb2.Schema,
+             required: Sequence[str] = checks.ID_FEATURES) -> Tuple[List[bytes], List[parsing.BadRow]]:
   """A CSV with a header of raw feature names; lists (genres, history) are '|'-separated.
 
   Columns the schema does not know are ignored; a missing column is left
-  out of every example, so the schema check reports it.
+  out of every example, so the schema check reports it. A row without one of
+  the ``required`` ids is quarantined.
   """
   types = {feature.name: feature.type for feature in schema.feature}
   examples, bad_rows = [], []
@@ -129,9 +131,9 @@ def read_csv(path: str, schema: schema_pb2.Schema) -> Tuple[List[bytes], List[pa
       except ValueError as e:
         bad_rows.append(parsing.BadRow(os.path.basename(path), line_no, BAD_VALUE, raw, str(e)))
         continue
-      if not all(feature.get(n) and feature[n].bytes_list.value for n in checks.ID_FEATURES):
+      if not all(feature.get(n) and feature[n].bytes_list.value for n in required):
         bad_rows.append(parsing.BadRow(os.path.basename(path), line_no, MISSING_ID, raw,
-                                       f'every row needs {" and ".join(checks.ID_FEATURES)}'))
+                                       f'every row needs {" and ".join(required)}'))
         continue
       examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
   return examples, bad_rows
@@ -193,7 +195,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   schema = tfdv.load_schema_text(configs.SCHEMA_FILE)
   is_csv = args.format == 'csv' or (args.format == 'auto' and args.batch.endswith('.csv'))
   if is_csv:
-    examples, bad_rows = read_csv(args.batch, schema)
+    # history_ranking's requests carry no user id: a serving row needs only the movie.
+    examples, bad_rows = read_csv(args.batch, schema,
+                                  (f.MOVIE_ID,) if args.kind == SERVING else checks.ID_FEATURES)
   else:
     data_dir = args.data_dir or reference.data_dir
     if not data_dir:

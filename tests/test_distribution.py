@@ -26,11 +26,10 @@ def _tiny_dataset(n=64, users=5, movies=7):
 
 
 def _fit_ranking_model(strategy):
-  """The project's ranking model, its task's loss swapped for the strategy-safe one."""
+  """The project's ranking model, whose task uses the strategy-safe loss."""
   with strategy.scope():
     model = models.RankingModel(user_vocab_size=5, movie_vocab_size=7, embedding_dim=4, layer_sizes=(8,))
-    model.task = tfrs.tasks.Ranking(loss=distribution.MeanSquaredError(),
-                                    metrics=[tf.keras.metrics.RootMeanSquaredError('rmse')])
+    assert isinstance(model.task._loss, distribution.MeanSquaredError)
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
   history = model.fit(distribution.shard_by_data(_tiny_dataset()), epochs=2, verbose=0)
   return model, history.history['loss']
@@ -78,6 +77,7 @@ def test_keras_mean_squared_error_refuses_a_strategy_ours_does_not():
   strategy = distribution.get_strategy('mirrored')
   with strategy.scope():
     model = models.RankingModel(user_vocab_size=5, movie_vocab_size=7, embedding_dim=4, layer_sizes=(8,))
+    model.task = tfrs.tasks.Ranking(loss=tf.keras.losses.MeanSquaredError())
     model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
   with pytest.raises(ValueError, match='loss reduction'):
     model.fit(_tiny_dataset(), epochs=1, verbose=0)
@@ -91,6 +91,8 @@ def test_mean_squared_error_is_the_plain_mean_without_a_strategy():
   assert float(ours) == pytest.approx(float(keras)) == pytest.approx((0.25 + 1 + 9) / 3)
   weights = tf.constant([1.0, 0.0, 2.0])
   assert float(distribution.MeanSquaredError()(y_true, y_pred, weights)) == pytest.approx((0.25 + 18) / 3)
+  # TFRS's Ranking task passes labels as [B] and predictions as [B, 1].
+  assert float(distribution.MeanSquaredError()(tf.reshape(y_true, [-1]), y_pred)) == pytest.approx(float(keras))
 
 
 def test_unknown_strategy_is_refused():

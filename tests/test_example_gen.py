@@ -804,7 +804,7 @@ def test_component_spec_and_validation():
   assert set(example_gen.outputs) == {spec.EXAMPLES_KEY, spec.QUARANTINE_KEY}
   assert example_gen.outputs[spec.EXAMPLES_KEY].type_name == 'Examples'
   assert example_gen.outputs[spec.QUARANTINE_KEY].type_name == (
-      'MovieLensQuarantine')
+      'movielens.QuarantinedRows')
   properties = example_gen.exec_properties
   assert SplitConfig.from_json(properties[spec.SPLIT_CONFIG_KEY]).kind == (
       'random')

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.unit
 xf = f.transformed_name
 
 
-def test_hparams_defaults_are_the_seed_model():
-  params = hp.resolve(None)
+def test_hparams_default_model_is_ours_and_ranking_is_the_seeds():
+  assert hp.resolve(None).model == hp.DEFAULT_MODEL == 'multitask'
+  params = hp.resolve({'hparams': {'model': 'ranking'}})
   assert (params.embedding_dim, params.layer_sizes, params.optimizer) == (32, (256, 64), 'adagrad')
   assert (params.learning_rate, params.l2, params.epochs, params.batch_size) == (0.1, 0.01, 50, 8192)
 

@@ -79,6 +79,9 @@ class MeanSquaredError(tf.keras.losses.Loss):
     super().__init__(reduction=tf.keras.losses.Reduction.NONE, name=name)
 
   def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    # Labels come as [B] and predictions as [B, 1]: without this they would
+    # broadcast to [B, B] (Keras's own class squeezes them the same way).
+    y_true = tf.reshape(tf.cast(y_true, y_pred.dtype), tf.shape(y_pred))
     return tf.keras.losses.mean_squared_error(y_true, y_pred)
 
   def __call__(self, y_true, y_pred, sample_weight=None) -> tf.Tensor:

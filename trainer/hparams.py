@@ -38,6 +38,8 @@ class HParams:
   # Stop when eval RMSE has not improved for this many epochs (0: never) and
   # keep the best epoch's weights.
   early_stopping_patience: int = 0
+  # trainer/distribution.py: 'default', 'mirrored' or 'multi_worker_mirrored'.
+  distribution_strategy: str = 'default'
   seed: int = 42
 
   def replace(self, **overrides: Any) -> 'HParams':
@@ -59,6 +61,9 @@ class HParams:
 
 
 DEFAULTS = HParams()
+# What the pipeline trains when nothing says otherwise: the best rating model
+# of make bench-quality (docs/models.md), which also has retrieval towers.
+DEFAULT_MODEL = 'multitask'
 
 # Per-model defaults on top of DEFAULTS.
 MODEL_DEFAULTS: Dict[str, Dict[str, Any]] = {
@@ -83,10 +88,13 @@ RATING_MODELS = ('ranking', 'history_ranking', 'multitask')
 
 def resolve(custom_config: Optional[Mapping[str, Any]],
             tuned: Optional[Mapping[str, Any]] = None) -> HParams:
-  """Model defaults, then ``custom_config['hparams']``, then the Tuner's best values."""
+  """Model defaults, then ``custom_config['hparams']``, then the Tuner's best values.
+
+  The model is ``hparams['model']``, or DEFAULT_MODEL.
+  """
   overrides: Dict[str, Any] = dict((custom_config or {}).get('hparams', {}))
   overrides.update(tuned or {})
-  model = overrides.get('model', DEFAULTS.model)
+  model = overrides.get('model', DEFAULT_MODEL)
   if model not in MODEL_DEFAULTS:
     raise ValueError(f'Unknown model {model!r}; available: {sorted(MODEL_DEFAULTS)}.')
   return DEFAULTS.replace(**{**MODEL_DEFAULTS[model], **overrides})

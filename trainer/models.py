@@ -4,6 +4,7 @@ from typing import Dict, Sequence, Tuple
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from trainer import distribution
 from transforms import features as f
 
 PREDICTION_KEY = 'predictions'
@@ -40,7 +41,7 @@ class RankingModel(tfrs.Model):
         [tf.keras.layers.Dense(n, activation='relu', kernel_regularizer=reg) for n in layer_sizes]
         + [tf.keras.layers.Dense(1)], name='rating_head')
     self.task = tfrs.tasks.Ranking(
-        loss=tf.keras.losses.MeanSquaredError(),
+        loss=distribution.MeanSquaredError(),
         metrics=[tf.keras.metrics.RootMeanSquaredError('rmse')])
 
   def call(self, features: Dict[str, tf.Tensor]) -> tf.Tensor:
@@ -138,7 +139,7 @@ class HistoryRankingModel(tfrs.Model):
                  tf.keras.layers.Dropout(dropout)]
     self.mlp = tf.keras.Sequential(hidden + [tf.keras.layers.Dense(1)], name='mlp')
     self.task = tfrs.tasks.Ranking(
-        loss=tf.keras.losses.MeanSquaredError(),
+        loss=distribution.MeanSquaredError(),
         metrics=[tf.keras.metrics.RootMeanSquaredError('rmse')])
 
   def _lookup(self, layer, ids):

@@ -18,23 +18,33 @@ from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import models, multitask, retrieval  # noqa: E402
+from trainer import distribution, models, multitask, retrieval  # noqa: E402
 from trainer.signatures import make_serving_signatures, raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 HPARAMS_FILE = 'hparams.json'
 
 
+# Below this much (gzipped) input, keep the parsed split in memory after the
+# first epoch; above it, stream from the TFRecords every epoch.
+_CACHE_MAX_BYTES = 256 * 2**20
+
+
+def _input_bytes(file_pattern: List[str]) -> int:
+  return sum(tf.io.gfile.stat(path).length for pattern in file_pattern for path in tf.io.gfile.glob(pattern))
+
+
 def _dataset(file_pattern: List[str], data_accessor: tfx.components.DataAccessor,
              tf_transform_output: tft.TFTransformOutput, params: hp.HParams,
              shuffle: bool) -> tf.data.Dataset:
-  """One pass over transformed examples, cached in memory, seeded shuffle."""
-  return data_accessor.tf_dataset_factory(
+  """One pass over transformed examples, seeded shuffle; cached in memory when small."""
+  dataset = data_accessor.tf_dataset_factory(
       file_pattern,
       tfxio.TensorFlowDatasetOptions(
           batch_size=params.batch_size, num_epochs=1, shuffle=shuffle,
           shuffle_seed=params.seed, shuffle_buffer_size=100_000),
-      tf_transform_output.transformed_metadata.schema).cache()
+      tf_transform_output.transformed_metadata.schema)
+  return dataset.cache() if _input_bytes(file_pattern) <= _CACHE_MAX_BYTES else dataset
 
 
 def _vocab_size(tf_transform_output: tft.TFTransformOutput, name: str) -> int:
@@ -133,7 +143,13 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
         evaluation: tf.data.Dataset, callbacks=()) -> tf.keras.Model:
   """Seeds, builds and fits the model: what the Trainer does, callable from benchmarks."""
   tf.keras.utils.set_random_seed(params.seed)
-  model = build_model(params, tf_transform_output)
+  strategy = distribution.get_strategy(params.distribution_strategy)
+  # TFRS adds layer regularization once per replica and the replicas'
+  # gradients are summed: divide L2 so the penalty stays what params says.
+  with strategy.scope():
+    model = build_model(params.replace(l2=params.l2 / strategy.num_replicas_in_sync), tf_transform_output)
+  if strategy.num_replicas_in_sync > 1 or params.distribution_strategy == distribution.MULTI_WORKER_MIRRORED:
+    train, evaluation = distribution.shard_by_data(train), distribution.shard_by_data(evaluation)
   model.fit(train, validation_data=evaluation, epochs=params.epochs, verbose=0,
             callbacks=[_EpochLogger(params.epochs), *_callbacks(params), *callbacks])
   return model
@@ -163,9 +179,11 @@ def run_fn(fn_args: tfx.components.FnArgs):
     signatures[retrieval.RETRIEVE_SIGNATURE] = retrieval.make_retrieve_signature(
         model, model.tft_layer, raw_spec_without_label(tf_transform_output),
         tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
-  tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures)
+  # Every worker saves (a collective op); only the chief's copy is the model.
+  model_dir = distribution.model_dir(fn_args.serving_model_dir)
+  tf.saved_model.save(model, model_dir, signatures=signatures)
   # Next to the SavedModel so a reader of the pushed model knows how it was made.
-  extra_dir = os.path.join(fn_args.serving_model_dir, 'assets.extra')
+  extra_dir = os.path.join(model_dir, 'assets.extra')
   tf.io.gfile.makedirs(extra_dir)
   with tf.io.gfile.GFile(os.path.join(extra_dir, HPARAMS_FILE), 'w') as fh:
     fh.write(params.to_json())

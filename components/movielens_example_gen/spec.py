@@ -37,7 +37,8 @@ class QuarantinedRows(artifact.Artifact):
   The artifact's uri holds quarantine.jsonl (one JSON object per row: file,
   line, reason, raw, detail) and summary.json (counts by reason and split).
   """
-  TYPE_NAME = 'MovieLensQuarantine'
+  # namespace.TypeName: the only form KFP v2 accepts as a schema title.
+  TYPE_NAME = 'movielens.QuarantinedRows'
 
 
 class MovieLensExampleGenSpec(types.ComponentSpec):

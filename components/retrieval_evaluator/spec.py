@@ -9,7 +9,8 @@ METRICS_FILE = 'metrics.json'
 
 class RetrievalEvaluation(artifact.Artifact):
   """Recall@K and NDCG@K of a model and of popularity; metrics.json and MLMD custom properties."""
-  TYPE_NAME = 'RetrievalEvaluation'
+  # namespace.TypeName: the only form KFP v2 accepts as a schema title.
+  TYPE_NAME = 'movielens.RetrievalEvaluation'
 
 
 class RetrievalEvaluatorSpec(component_spec.ComponentSpec):
