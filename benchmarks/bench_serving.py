@@ -91,8 +91,11 @@ class Requests:
   def _movie(self) -> dict:
     f = self.f
     movie_id, title, genres, year = self.rng.choice(self.catalog)
+    # Live movie statistics, for models that read them: seeded, plausible.
+    count = self.rng.randint(0, 500)
     return {f.MOVIE_ID: movie_id, f.MOVIE_TITLE: title, f.GENRES: genres.split('|') if genres else [],
-            f.RELEASE_YEAR: int(year) if year else 0}
+            f.RELEASE_YEAR: int(year) if year else 0, f.MOVIE_RATING_COUNT: count,
+            f.MOVIE_RATING_MEAN: round(self.rng.uniform(2.0, 4.5), 2) if count else 0.0}
 
   def instances(self, signature: str, n: int, k: int = 10) -> List[dict]:
     """``n`` instances of ``signature``, lists padded to one length as TF Serving wants."""

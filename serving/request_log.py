@@ -27,7 +27,8 @@ from transforms import features as f
 
 EXTRA_COLUMNS = ('logged_at', 'model_version', 'signature', 'prediction')
 FEATURE_COLUMNS = (f.USER_ID, f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER,
-                   f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)
+                   f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS,
+                   f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN)
 COLUMNS = EXTRA_COLUMNS + FEATURE_COLUMNS
 _LIST_SEPARATOR = '|'
 

@@ -90,7 +90,8 @@ def history_instance(rows, i, history=(('1', 4.0), ('2', 5.0))):
       'release_year': (row[f.RELEASE_YEAR] or [0])[0], 'user_age': row[f.USER_AGE][0],
       'user_gender': row[f.USER_GENDER][0].decode(), 'user_occupation': row[f.USER_OCCUPATION][0].decode(),
       'timestamp': row[f.TIMESTAMP][0], 'history_movie_ids': ids + [''],
-      'history_ratings': [r for _, r in history] + [0.0]}
+      'history_ratings': [r for _, r in history] + [0.0],
+      'movie_rating_count': row[f.MOVIE_RATING_COUNT][0], 'movie_rating_mean': row[f.MOVIE_RATING_MEAN][0]}
 
 
 def direct(loaded, instances):
