@@ -16,15 +16,22 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
+from components.eval_report import cli as eval_report_cli
 from pipeline import configs, local_runner, run_summary
 from trainer.models import PREDICTION_KEY
+
+from test_eval_report import _chromium_args, _Dom
 
 pytestmark = pytest.mark.e2e
 
 EPOCHS = 20
 ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-                  'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'Pusher'}
+                  'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'EvalReport', 'Pusher'}
+# Values per slicing feature on ML-100K's test split (genres: 19 less 'unknown').
+SLICE_VALUES = {'genres': 18, 'user_gender': 2, 'age_bucket_xf': 7, 'user_occupation': 21, 'new_user_xf': 2,
+                'movie_popularity_xf': 3, 'weekday_xf': 7}
 GLOBAL_MEAN_RMSE = 1.117
 
 
@@ -114,6 +121,62 @@ def test_run_leaves_an_anomalies_artifact_with_a_report(runs):
     assert os.path.exists(os.path.join(uri, f'Split-{split}', 'SchemaDiff.pb'))
   assert os.path.exists(os.path.join(uri, 'report.html'))
   assert run_summary.artifact_properties(store, uri)['anomaly_count'] == 0
+
+
+def _report(summary):
+  with open(os.path.join(os.path.dirname(summary['evaluation_report']), 'report.json')) as fh:
+    return json.load(fh)
+
+
+def test_evaluation_report_numbers_are_tfmas(runs):
+  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  for name, has_baseline in (('resumed', False), ('cached', True)):
+    summary = runs[name]
+    report = _report(summary)
+    # The first complete run has nothing blessed before it; the rerun compares
+    # with the model that run blessed.
+    assert report['decision']['has_baseline'] is has_baseline
+    assert report['decision']['blessed'] is summary['blessed']
+    evaluation = run_summary.output_uri(store, summary['run_id'], 'Evaluator', 'evaluation')
+    for role in ('candidate', 'baseline') if has_baseline else ('candidate',):
+      result = tfma.load_eval_result(evaluation, model_name=role if has_baseline else None)
+      expected = {key: {m: v['doubleValue'] for m, v in by_output[''][''].items() if 'doubleValue' in v}
+                  for key, by_output in result.slicing_metrics}
+      assert report['overall'][role] == expected[()]
+      shown = {(g['feature'], r['value']): r[role] for g in report['slices'] for r in g['rows']}
+      assert {(k[0][0], k[0][1]): v for k, v in expected.items() if k} == shown
+    values = {g['feature']: len(g['rows']) for g in report['slices']}
+    assert values == SLICE_VALUES
+    dist = report['distributions']
+    assert dist['count'] == 18886 == sum(b['count'] for b in dist['buckets'])
+    assert dist['prediction_mean'] == pytest.approx(report['overall']['candidate']['mean_prediction'], rel=1e-5)
+    assert {'train': 65336, 'eval': 15778, 'test': 18886} == report['data']['split_sizes']
+
+
+def test_evaluation_report_opens_in_chromium_and_shows_the_decision(runs, tmp_path):
+  summary = runs['cached']
+  result = subprocess.run(_chromium_args(tmp_path) + ['--dump-dom', 'file://' + summary['evaluation_report']],
+                          capture_output=True, text=True, timeout=180)
+  assert result.returncode == 0, result.stderr[-2000:]
+  dom = _Dom()
+  dom.feed(result.stdout)
+  [banner] = dom.having('data-blessed')
+  assert banner['attrs']['data-blessed'] == str(summary['blessed']).lower()
+  rmse = summary['test_metrics']['root_mean_squared_error']
+  [cell] = [e for e in dom.having('data-metric', 'td') if (e['attrs']['data-model'], e['attrs']['data-slice'],
+            e['attrs']['data-metric']) == ('candidate', 'Overall', 'root_mean_squared_error')
+            and 'gate-value' not in e['attrs']['class']]
+  assert cell['text'] == f'{rmse:.4f}'
+
+
+def test_report_of_a_past_run_is_regenerated_from_mlmd(runs, tmp_path):
+  run_id = runs['resumed']['run_id']
+  assert eval_report_cli.main(['--output-root', str(runs['root']), '--run-id', run_id, '--out', str(tmp_path)]) == 0
+  regenerated = json.loads((tmp_path / 'report.json').read_text())
+  original = _report(runs['resumed'])
+  for key in ('overall', 'slices', 'fairness', 'decision', 'distributions', 'data'):
+    assert regenerated[key] == original[key], key
+  assert regenerated['run_id'] == run_id and (tmp_path / 'report.html').exists()
 
 
 def test_injected_drift_halts_the_pipeline_before_training(ml100k_dir, tmp_path):
