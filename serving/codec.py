@@ -17,7 +17,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class BadRequest(ValueError):
-  """A client error: the HTTP status to answer with and a message for the client."""
+  """A request the server will not answer with a result: the HTTP status and a message for the client.
+
+  4xx for what the client can fix; also the 503 of an overloaded server.
+  """
 
   def __init__(self, message: str, status: int = 400):
     super().__init__(message)

@@ -62,17 +62,20 @@ class Config:
     options: batching options.
     request_log, request_log_sample: CSV path for the request log (None: off),
       and the fraction of requests logged.
+    request_timeout_s: a request the model has not answered by then gets a
+      503 instead of waiting on (the model call itself is not interrupted).
   """
 
   def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = '127.0.0.1',
                port: int = 8501, poll_s: float = 1.0, max_body_bytes: int = 1 << 20,
                limits: Optional[codec.Limits] = None, options: Optional[model_store.Options] = None,
-               request_log: Optional[str] = None, request_log_sample: float = 1.0):
+               request_log: Optional[str] = None, request_log_sample: float = 1.0, request_timeout_s: float = 30.0):
     self.model_base_path, self.model_name, self.host, self.port = model_base_path, model_name, host, port
     self.poll_s, self.max_body_bytes = poll_s, max_body_bytes
     self.limits = limits or codec.Limits()
     self.options = options or model_store.Options()
     self.request_log, self.request_log_sample = request_log, request_log_sample
+    self.request_timeout_s = request_timeout_s
 
 
 class _State:
@@ -196,10 +199,14 @@ def _tf_reason(message: str) -> str:
   return message[:300]
 
 
-async def _run(signature: model_store.Signature, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+async def _run(signature: model_store.Signature, arrays: Dict[str, np.ndarray],
+               timeout_s: float) -> Dict[str, np.ndarray]:
   rows = len(next(iter(arrays.values())))
   try:
-    return await asyncio.wrap_future(signature.batcher.submit(arrays, rows))
+    return await asyncio.wait_for(asyncio.wrap_future(signature.batcher.submit(arrays, rows)), timeout_s)
+  except asyncio.TimeoutError:
+    raise codec.BadRequest(f'The model did not answer within {timeout_s:g} s (the server is overloaded); '
+                           'retry later.', status=503) from None
   except tf.errors.InvalidArgumentError as error:
     raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
 
@@ -232,7 +239,7 @@ class PredictHandler(_Handler):
     body = dict(body)
     signature = self._signature(servable, body.pop('signature_name', 'serving_default'))
     arrays, row_format = codec.parse_predict(body, signature.inputs, self.state.config.limits)
-    outputs = await _run(signature, arrays)
+    outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
     self._observe(servable, signature.name, arrays, outputs)
     return codec.format_predict(outputs, row_format)
 
@@ -249,7 +256,7 @@ class PredictHandler(_Handler):
     signature = self._signature(servable, sig.RECOMMEND)
     arrays, _ = codec.parse_predict({'instances': [_recommend_instance(body, signature.inputs)]},
                                     signature.inputs, self.state.config.limits)
-    outputs = await _run(signature, arrays)
+    outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
     self._observe(servable, sig.RECOMMEND, arrays, outputs)
     ids, titles, scores = (outputs[n][0] for n in (sig.MOVIE_IDS, sig.TITLES, sig.SCORES))
     return {'model_version': str(servable.version), 'recommendations': [
@@ -400,11 +407,13 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--request-log', default=None,
                       help='CSV of served examples for `python -m pipeline.validate LOG --kind serving`')
   parser.add_argument('--request-log-sample', type=float, default=1.0, help='fraction of requests logged')
+  parser.add_argument('--request-timeout-s', type=float, default=30.0,
+                      help='answer 503 when the model has not answered by then')
   args = parser.parse_args(argv)
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
                 model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
-                args.request_log, args.request_log_sample)
+                args.request_log, args.request_log_sample, args.request_timeout_s)
 
 
 async def _serve(config: Config):

@@ -76,6 +76,7 @@ def served(tiny_models, tmp_path_factory):
   base = tmp_path_factory.mktemp('served')
   push(tiny_models['history_ranking'], base, 1)
   server, client = start_server(base, max_body_bytes=200_000, limits=codec.Limits(max_rows=50, max_width=60))
+  client.server = server
   yield client, tf.saved_model.load(tiny_models['history_ranking'])
   server.stop()
 
@@ -266,6 +267,18 @@ def test_health_readiness_and_metrics(served, tiny_transform):
   assert f'serving_request_latency_seconds_bucket{{le="0.5",model="{NAME}",route="predict"}}' in text
   assert f'serving_predictions_count{{model="{NAME}",signature="serving_default"}}' in text
   assert f'serving_model_version{{model="{NAME}"}} 1.0' in text
+
+
+def test_a_request_the_model_does_not_answer_in_time_gets_503_and_the_server_goes_on(served, tiny_transform):
+  client, _ = served
+  config = client.server.config
+  config.request_timeout_s, saved = 1e-6, config.request_timeout_s
+  try:
+    late = client.post(f'/v1/models/{NAME}:recommend', {'k': 2})
+  finally:
+    config.request_timeout_s = saved
+  assert late.status_code == 503 and 'retry later' in late.json()['error']
+  assert client.post(f'/v1/models/{NAME}:recommend', {'k': 2}).status_code == 200
 
 
 def test_default_bind_is_loopback():
