@@ -24,7 +24,7 @@ def _export(tiny_transform, tmp_path, model_name):
   export_dir = str(tmp_path / model_name)
   tf.saved_model.save(model, export_dir,
                       signatures=signatures.make_serving_signatures(model, output, model.RAW_FEATURES))
-  return tf.saved_model.load(export_dir), output
+  return tf.saved_model.load(export_dir), output, model
 
 
 def _user(loaded, history=(), k=3, **values):
@@ -50,7 +50,7 @@ def exported(request, tiny_transform, tmp_path_factory):
 
 
 def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
-  loaded, _ = exported
+  loaded, _, _ = exported
   inputs = set(loaded.signatures[signatures.RECOMMEND].structured_input_signature[1])
   assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, signatures.K} <= inputs
   assert inputs - {signatures.K} <= set(signatures.REQUEST_FEATURES)
@@ -58,8 +58,8 @@ def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
                                     signatures.RECOMMEND}
 
 
-def test_recommend_scores_match_serving_default_for_the_same_pairs(exported, tiny_transform):
-  loaded, output = exported
+def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs(exported, tiny_transform):
+  loaded, output, model = exported
   catalog = signatures.read_catalog(output)
   history = [('1', 4), ('2', 2)]
   user = dict(user_id='3', user_age=27, user_gender='F', user_occupation='writer', timestamp=880000000)
@@ -84,14 +84,27 @@ def test_recommend_scores_match_serving_default_for_the_same_pairs(exported, tin
       request[name] = tf.zeros([len(rows)], spec.dtype)
     else:
       request[name] = tf.constant([user[name]] * len(rows), spec.dtype)
-  expected = serve(**request)[PREDICTION_KEY].numpy()[:, 0]
+  if hasattr(model, 'query_embeddings'):
+    # A model with retrieval towers scores by them: query . candidate.
+    raw = {name: tf.constant([user[name]]) for name in (f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION)}
+    raw[f.USER_AGE] = tf.cast(raw[f.USER_AGE], tf.int64)
+    raw[f.HISTORY_MOVIE_IDS] = tf.constant([[b'1', b'2']])
+    raw[f.HISTORY_RATINGS] = tf.constant([[4.0, 2.0]])
+    query = model.query_embeddings(model.tft_layer(
+        signatures._to_parsed(raw, signatures.raw_spec_without_label(output))))
+    vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
+    candidates = model.candidate_embeddings(
+        {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m.encode()) for m in ids], tf.int64)})
+    expected = tf.matmul(query, candidates, transpose_b=True).numpy()[0]
+  else:
+    expected = serve(**request)[PREDICTION_KEY].numpy()[:, 0]
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
   titles = dict(zip(catalog[f.MOVIE_ID], catalog[f.MOVIE_TITLE]))
   assert list(top[signatures.TITLES].numpy()[0]) == [titles[m.encode()] for m in ids]
 
 
 def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):
-  loaded, output = exported
+  loaded, output, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
   unknown = loaded.signatures[signatures.RECOMMEND](
       **_user(loaded, [('no-such-movie', 5)], k=5, user_id='no-such-user', user_gender='X', user_occupation='?'))
@@ -107,7 +120,7 @@ def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exporte
 
 
 def test_recommend_batches_users_with_their_own_k(exported):
-  loaded, _ = exported
+  loaded, _, _ = exported
   one = _user(loaded, k=2, user_id='1')
   two = _user(loaded, k=4, user_id='5', user_age=60)
   batch = {n: tf.concat([one[n], two[n]], 0) for n in one}
@@ -120,7 +133,7 @@ def test_recommend_batches_users_with_their_own_k(exported):
 
 
 def test_recommend_clips_k(exported, tiny_transform):
-  loaded, output = exported
+  loaded, output, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
   top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, k=10_000))
   assert top[signatures.MOVIE_IDS].shape[1] == min(n_movies, signatures.MAX_K)

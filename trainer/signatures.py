@@ -241,11 +241,15 @@ def _distinct_rows(catalog: Dict[str, np.ndarray], names: Sequence[str],
 
 def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                     raw_features: Sequence[str], raw_spec) -> tf.types.experimental.ConcreteFunction:
-  """The ``recommend`` signature: brute-force top-K over the catalog by predicted rating.
+  """The ``recommend`` signature: brute-force top-K over the catalog.
 
-  The candidates' Transform outputs are computed once here, by the model's
-  own Transform graph, and saved as constants; the request's are computed
-  per call and repeated for each candidate.
+  A model with retrieval towers (``query_embeddings``, as the multitask
+  model has) scores by its towers: the candidates' vectors are computed once
+  here and saved as constants, and a call costs one query-tower pass and one
+  [B, d] x [d, movies] product. Any other rating model scores by predicted
+  rating: the candidates' Transform outputs are computed once here, by the
+  model's own Transform graph, and saved as constants; the request's are
+  computed per call and repeated for each candidate.
   """
   catalog_np = read_catalog(tf_transform_output)
   candidates_np = _candidates(catalog_np, raw_features, raw_spec)
@@ -260,6 +264,10 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
   # Eager tensors would be captured by reference; numpy becomes graph constants.
   candidate_features = {k: v.numpy() for k, v in model.tft_layer(_to_parsed(catalog, raw_spec)).items()
                         if k in plan.candidate_keys}
+  towers = hasattr(model, 'query_embeddings')
+  if towers:
+    movie_key = f.transformed_name(f.MOVIE_ID)
+    candidate_vectors = model.candidate_embeddings({movie_key: tf.constant(candidate_features[movie_key])}).numpy()
   pair_catalog, pair_index = _distinct_rows(candidates_np, plan.pair_candidate_inputs, n_movies)
   n_pairs = len(next(iter(pair_catalog.values()))) if pair_catalog else 0
 
@@ -272,14 +280,10 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
       out[f.TIMESTAMP] = tf.where(out[f.TIMESTAMP] > 0, out[f.TIMESTAMP], now)
     return out
 
-  @tf.function(input_signature=[specs])
-  def recommend(inputs):
-    request = _defaults({n: v for n, v in inputs.items() if n in raw_features})
-    batch = tf.shape(inputs[K])[0]
-    features = {}
-    for key, value in model.tft_layer(_to_parsed(request, raw_spec)).items():
-      if key in plan.request_keys:
-        features[key] = tf.repeat(value, n_movies, axis=0)
+  def _rating_scores(request_features, request, batch):
+    """Predicted ratings of every catalog movie for each request row: [B, movies]."""
+    features = {key: tf.repeat(value, n_movies, axis=0) for key, value in request_features.items()
+                if key in plan.request_keys}
     for key, value in candidate_features.items():
       features[key] = tf.tile(tf.constant(value), [batch] + [1] * (value.ndim - 1))
     if plan.pair_keys:
@@ -291,7 +295,19 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
         per_pair = tf.reshape(transformed[key], tf.concat([[batch, n_pairs], tf.shape(transformed[key])[1:]], 0))
         per_movie = tf.gather(per_pair, tf.constant(pair_index), axis=1)
         features[key] = tf.reshape(per_movie, tf.concat([[batch * n_movies], tf.shape(transformed[key])[1:]], 0))
-    scores = tf.reshape(model(features), [batch, n_movies])
+    return tf.reshape(model(features), [batch, n_movies])
+
+  @tf.function(input_signature=[specs])
+  def recommend(inputs):
+    request = _defaults({n: v for n, v in inputs.items() if n in raw_features})
+    batch = tf.shape(inputs[K])[0]
+    request_features = model.tft_layer(_to_parsed(request, raw_spec))
+    if towers:
+      scores = tf.matmul(model.query_embeddings(request_features), tf.constant(candidate_vectors), transpose_b=True)
+    else:
+      scores = _rating_scores(request_features, request, batch)
+
+
 
     movie_ids = tf.constant(catalog_np[f.MOVIE_ID])
     seen = tf.reduce_any(tf.equal(movie_ids[None, :, None], inputs[f.HISTORY_MOVIE_IDS][:, None, :]), axis=2)
