@@ -131,6 +131,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=example_gen.outputs['examples'],
       quarantine=example_gen.outputs['quarantine'],
       anomalies=example_validator.outputs['anomalies'],
+      retrieval=retrieval_evaluator.outputs['evaluation'],
       eval_split=EVAL_SPLIT).with_id('EvalReport')
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,

@@ -27,6 +27,8 @@ from tfx.utils import json_utils, proto_utils
 from components.data_validator import checks, report as validation_report
 from components.eval_report import executor as report_executor, report, spec
 from components.movielens_example_gen import QuarantinedRows, summary as quarantine_summary
+from components.retrieval_evaluator import executor as retrieval_executor
+from components.retrieval_evaluator.spec import RetrievalEvaluation
 from pipeline import configs, eval_config as ec
 from trainer import hparams as hp
 from trainer.signatures import make_serving_signatures
@@ -41,7 +43,8 @@ pytestmark = pytest.mark.unit
 # on the value threshold while the (generous) change threshold passes.
 UNREACHABLE_RMSE = 0.5
 GENEROUS_TOLERANCE = 10.0
-SECTIONS = {'decision', 'overall', 'fairness', 'slices', 'distributions', 'calibration', 'data', 'provenance'}
+SECTIONS = {'decision', 'overall', 'fairness', 'slices', 'distributions', 'calibration', 'retrieval', 'data',
+            'provenance'}
 INSTALL_HINT = 'apt-get install -y chromium'
 
 
@@ -98,7 +101,7 @@ def _artifact(cls, uri, **properties):
 def evaluated(tiny_transform, tmp_path_factory):
   """Evaluator, then EvalReport, on tiny data; returns the paths and what they used."""
   root = tmp_path_factory.mktemp('eval_report')
-  out_dir, _, transformed = tiny_transform
+  out_dir, train_rows, transformed = tiny_transform
   output = tft.TFTransformOutput(out_dir)
   _export(output, transformed, root / 'candidate', epochs=3, seed=0)
   _export(output, transformed, root / 'baseline', epochs=1, seed=1)
@@ -106,12 +109,13 @@ def evaluated(tiny_transform, tmp_path_factory):
   # Test rows with users that train never saw, so both new_user slices exist.
   test_rows = make_raw_rows(n_rows=150, n_users=16, seed=1)
   spec_ = raw_feature_spec()
-  (root / 'examples' / 'Split-test').mkdir(parents=True)
-  with tf.io.TFRecordWriter(str(root / 'examples' / 'Split-test' / 'data_tfrecord-00000.gz'), 'GZIP') as writer:
-    for row in test_rows:
-      writer.write(_serialized_with_label(row, spec_))
+  for split, rows in (('train', train_rows), ('test', test_rows)):
+    (root / 'examples' / f'Split-{split}').mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(root / 'examples' / f'Split-{split}' / 'data_tfrecord-00000.gz'), 'GZIP') as writer:
+      for row in rows:
+        writer.write(_serialized_with_label(row, spec_))
   examples = _artifact(standard_artifacts.Examples, root / 'examples',
-                       split_names=artifact_utils.encode_split_names(['test']))
+                       split_names=artifact_utils.encode_split_names(['train', 'test']))
 
   quarantine = root / 'quarantine'
   quarantine.mkdir()
@@ -138,12 +142,18 @@ def evaluated(tiny_transform, tmp_path_factory):
       {'evaluation': [evaluation], 'blessing': [blessing]},
       {'eval_config': proto_utils.proto_to_json(config), 'example_splits': json_utils.dumps([ec.EVAL_SPLIT])})
 
+  # The ranking model has no retrieval towers: the report must say so.
+  retrieval = _artifact(RetrievalEvaluation, root / 'retrieval')
+  (root / 'retrieval').mkdir()  # TFX's launcher makes output folders before an executor runs
+  retrieval_executor.Executor().Do({'examples': [examples], 'model': [candidate]}, {'evaluation': [retrieval]}, {})
+
   report_artifact = _artifact(spec.EvaluationReport, root / 'report')
   report_executor.Executor().Do(
       {spec.EVALUATION_KEY: [evaluation], spec.BLESSING_KEY: [blessing], spec.MODEL_KEY: [candidate],
        spec.EXAMPLES_KEY: [examples],
        spec.QUARANTINE_KEY: [_artifact(QuarantinedRows, quarantine)],
-       spec.ANOMALIES_KEY: [_artifact(standard_artifacts.ExampleAnomalies, anomalies)]},
+       spec.ANOMALIES_KEY: [_artifact(standard_artifacts.ExampleAnomalies, anomalies)],
+       spec.RETRIEVAL_KEY: [retrieval]},
       {spec.REPORT_KEY: [report_artifact]}, {spec.EVAL_SPLIT_KEY: ec.EVAL_SPLIT})
   return {'root': root, 'evaluation': str(root / 'evaluation'), 'blessing': str(root / 'blessing'),
           'report': report_artifact, 'html': os.path.join(report_artifact.uri, spec.REPORT_HTML),
@@ -287,6 +297,14 @@ def test_data_summary_shows_splits_quarantine_and_anomalies(dom, evaluated):
   [anomalies] = dom.having('data-anomalies')
   assert anomalies['attrs']['data-anomalies'] == '1'
   assert any(f.USER_OCCUPATION in e['text'] and 'L-infinity' in e['text'] for e in dom.elements if e['tag'] == 'li')
+
+
+def test_retrieval_section_says_why_a_ranking_model_has_no_top_k_metrics(dom, evaluated):
+  with open(os.path.join(evaluated['root'], 'retrieval', 'metrics.json')) as fh:
+    metrics = json.load(fh)
+  assert metrics['evaluated'] is False
+  texts = [e['text'] for e in dom.elements if e['tag'] == 'p' and e['text'].startswith('Not evaluated')]
+  assert texts == [f'Not evaluated: {metrics["reason"]}.']
 
 
 def test_markdown_summary_and_json_carry_the_same_decision(evaluated):

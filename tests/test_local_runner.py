@@ -9,7 +9,7 @@ from pipeline import configs, local_runner
 pytestmark = pytest.mark.unit
 
 COMPONENT_IDS = ['MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-                 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'EvalReport', 'Pusher']
+                 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'RetrievalEvaluator', 'EvalReport', 'Pusher']
 
 
 def _data_dir(tmp_path, ratings=b'1\t1\t5\t881250949\n'):
@@ -53,7 +53,7 @@ def test_the_evaluation_report_reads_what_the_evaluator_and_the_data_checks_wrot
   producers = {key: channel.producer_component_id for key, channel in report.inputs.items()}
   assert producers == {'evaluation': 'Evaluator', 'blessing': 'Evaluator', 'model': 'Trainer',
                        'examples': 'MovieLensExampleGen', 'quarantine': 'MovieLensExampleGen',
-                       'anomalies': 'ExampleValidator'}
+                       'anomalies': 'ExampleValidator', 'retrieval': 'RetrievalEvaluator'}
   assert report.exec_properties['eval_split'] == 'test'
   evaluator_config = json.loads(by_id['Evaluator'].exec_properties['eval_config'])
   assert evaluator_config['model_specs'][0]['preprocessing_function_names'] == ['transform_features']

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 EPOCHS = 20
 ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-                  'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'EvalReport', 'Pusher'}
+                  'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'RetrievalEvaluator', 'EvalReport', 'Pusher'}
 # Values per slicing feature on ML-100K's test split (genres: 19 less 'unknown').
 SLICE_VALUES = {'genres': 18, 'user_gender': 2, 'age_bucket_xf': 7, 'user_occupation': 21, 'new_user_xf': 2,
                 'movie_popularity_xf': 3, 'weekday_xf': 7}
@@ -151,6 +151,9 @@ def test_evaluation_report_numbers_are_tfmas(runs):
     assert dist['count'] == 18886 == sum(b['count'] for b in dist['buckets'])
     assert dist['prediction_mean'] == pytest.approx(report['overall']['candidate']['mean_prediction'], rel=1e-5)
     assert {'train': 65336, 'eval': 15778, 'test': 18886} == report['data']['split_sizes']
+    retrieval = run_summary.output_uri(store, summary['run_id'], 'RetrievalEvaluator', 'evaluation')
+    with open(os.path.join(retrieval, 'metrics.json')) as fh:
+      assert report['retrieval'] == json.load(fh)
 
 
 def test_evaluation_report_opens_in_chromium_and_shows_the_decision(runs, tmp_path):

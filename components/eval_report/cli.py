@@ -6,7 +6,7 @@
 
 Reads the artifacts the run's Evaluator read and wrote (its evaluation,
 blessing and model, ExampleGen's examples and quarantine, the
-DataValidator's anomalies) and writes report.html, report.json and
+DataValidator's anomalies, the RetrievalEvaluator's metrics) and writes report.html, report.json and
 summary.md to ``<output-root>/eval_reports/<run id>/`` or ``--out``. Works
 for runs from before the pipeline had an EvalReport component too.
 """
@@ -24,6 +24,7 @@ from pipeline import configs, eval_config, run_summary  # noqa: E402
 
 # Component ids as create_pipeline names them.
 _EVALUATOR, _EXAMPLE_GEN, _VALIDATOR = 'Evaluator', 'MovieLensExampleGen', 'ExampleValidator'
+_RETRIEVAL = 'RetrievalEvaluator'
 
 
 def metadata_path(output_root: str, pipeline_name: str = configs.PIPELINE_NAME) -> str:
@@ -51,6 +52,7 @@ def run_artifacts(store, run_id: str) -> Dict[str, Optional[str]]:
                        or run_summary.output_uri(store, run_id, _EXAMPLE_GEN, 'examples')),
       'quarantine_uri': run_summary.output_uri(store, run_id, _EXAMPLE_GEN, 'quarantine'),
       'anomalies_uri': run_summary.output_uri(store, run_id, _VALIDATOR, 'anomalies'),
+      'retrieval_uri': run_summary.output_uri(store, run_id, _RETRIEVAL, 'evaluation'),
   }
 
 

@@ -15,7 +15,8 @@ class EvalReport(base_component.BaseComponent):
   into its ``report`` artifact. The page shows the blessing and why, the
   overall metrics against the baseline, the RMSE spread across user groups,
   every slice as a table and a bar chart, predicted against actual ratings,
-  the calibration plot, and the data's split sizes, quarantine and anomalies.
+  the calibration plot, top-K retrieval metrics when the model has retrieval
+  towers, and the data's split sizes, quarantine and anomalies.
   """
   SPEC_CLASS = spec.EvalReportSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -23,7 +24,7 @@ class EvalReport(base_component.BaseComponent):
   def __init__(self, evaluation: types.BaseChannel, examples: types.BaseChannel,
                blessing: Optional[types.BaseChannel] = None, model: Optional[types.BaseChannel] = None,
                quarantine: Optional[types.BaseChannel] = None, anomalies: Optional[types.BaseChannel] = None,
-               eval_split: str = 'test'):
+               retrieval: Optional[types.BaseChannel] = None, eval_split: str = 'test'):
     """Constructs an EvalReport.
 
     Args:
@@ -34,9 +35,11 @@ class EvalReport(base_component.BaseComponent):
       model: the candidate model, for the hyperparameters it was trained with.
       quarantine: ExampleGen's quarantine (split sizes, bad rows by reason).
       anomalies: the DataValidator's ``anomalies`` (its report.json).
+      retrieval: the RetrievalEvaluator's ``evaluation`` (Recall@K and NDCG@K
+        of the model's retrieval towers against popularity).
       eval_split: the split the Evaluator evaluated.
     """
     super().__init__(spec.EvalReportSpec(
         evaluation=evaluation, examples=examples, blessing=blessing, model=model, quarantine=quarantine,
-        anomalies=anomalies, eval_split=eval_split,
+        anomalies=anomalies, retrieval=retrieval, eval_split=eval_split,
         report=types.Channel(type=spec.EvaluationReport)))

@@ -68,6 +68,7 @@ class Executor(base_executor.BaseExecutor):
         model_uri=_uri(input_dict, spec.MODEL_KEY),
         quarantine_uri=_uri(input_dict, spec.QUARANTINE_KEY),
         anomalies_uri=_uri(input_dict, spec.ANOMALIES_KEY),
+        retrieval_uri=_uri(input_dict, spec.RETRIEVAL_KEY),
         examples_properties=_custom_properties(examples),
         run_id=run_id,
         regenerate_command=regenerate_command(run_id, output_root))

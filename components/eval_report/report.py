@@ -54,6 +54,8 @@ CONCENTRATED_SHARE = 0.5    # of predictions in one quarter-star bucket
 CONSTANT_MARGIN = 0.02      # RMSE a model should gain over predicting the mean
 # The Markdown's worst slices leave out slices under this share of the examples.
 MIN_SLICE_SHARE = 0.01
+# The RetrievalEvaluator's output file.
+RETRIEVAL_METRICS = 'metrics.json'
 BUCKET_WIDTH = 0.25         # of the prediction histogram and the calibration plot, in stars
 
 
@@ -360,7 +362,8 @@ def _data(examples_properties: Dict[str, Any], quarantine_uri: Optional[str],
 
 def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', blessing_uri: Optional[str] = None,
             model_uri: Optional[str] = None, quarantine_uri: Optional[str] = None,
-            anomalies_uri: Optional[str] = None, examples_properties: Optional[Dict[str, Any]] = None,
+            anomalies_uri: Optional[str] = None, retrieval_uri: Optional[str] = None,
+            examples_properties: Optional[Dict[str, Any]] = None,
             run_id: Optional[str] = None, regenerate_command: Optional[str] = None) -> Report:
   """Everything the report shows, as plain JSON-ready values.
 
@@ -373,6 +376,7 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
       None, TFMA's record of the model's location is used.
     quarantine_uri: ExampleGen's ``quarantine`` (split sizes, bad rows).
     anomalies_uri: the DataValidator's ``anomalies`` (report.json).
+    retrieval_uri: the RetrievalEvaluator's ``evaluation`` (metrics.json).
     examples_properties: the examples artifact's custom properties, used
       when there is no quarantine summary.
     run_id: the pipeline run, for the record.
@@ -402,6 +406,7 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
       'fairness': _fairness(slices),
       'distributions': distributions,
       'data': _data(examples_properties or {}, quarantine_uri, anomalies_uri),
+      'retrieval': _read_json(os.path.join(retrieval_uri, RETRIEVAL_METRICS)) if retrieval_uri else None,
       'models': {'candidate': candidate_dir, 'baseline': evaluation.model_dir('baseline'), 'hparams': hparams},
       'paths': {'evaluation': evaluation_uri, 'blessing': blessing_uri, 'examples': examples_uri},
       'eval_config': json_format.MessageToDict(evaluation.eval_config),
@@ -572,6 +577,29 @@ def _distribution_html(report: Report) -> str:
           f'<th>mean actual</th></tr>{calib_rows}</table></div></section>')
 
 
+def _retrieval_html(report: Report) -> str:
+  """Top-K metrics of the model's retrieval towers against popularity, when there are any."""
+  result = report.get('retrieval')
+  if result is None:
+    return ''
+  head = ('<section id="retrieval"><h2>Retrieval: top-K recommendations</h2>'
+          f'<p>The RetrievalEvaluator\'s point-in-time protocol over {result.get("cases", 0):,} test users: '
+          'each user\'s later test ratings are the targets of a top-K list built from their earlier ones; '
+          'popularity (most-rated movies before the test period) is the baseline to beat.</p>')
+  if not result.get('evaluated'):
+    return head + f'<p class="context">Not evaluated: {_esc(result.get("reason", "no reason given"))}.</p></section>'
+  model, popularity = result.get('model', {}), result.get('popularity', {})
+  rows = ''.join(
+      f'<tr><th>{_esc(name.replace("_at_", "@").replace("_", " "))}</th>'
+      f'<td class="num" data-retrieval="model" data-retrieval-metric="{_esc(name)}">'
+      f'{model.get(name, float("nan")):.4f}</td>'
+      f'<td class="num" data-retrieval="popularity" data-retrieval-metric="{_esc(name)}">'
+      f'{popularity.get(name, float("nan")):.4f}</td></tr>'
+      for name in sorted(set(model) | set(popularity)))
+  return (head + '<table class="retrieval"><tr><th>metric</th><th>model</th><th>popularity</th></tr>'
+          f'{rows}</table></section>')
+
+
 def _data_html(report: Report) -> str:
   data = report['data']
   splits = ''.join(f'<tr><td>{_esc(k)}</td><td class="num" data-split="{_esc(k)}">{v:,}</td></tr>'
@@ -638,7 +666,8 @@ def to_html(report: Report) -> str:
   """The self-contained page: inline CSS and SVG, no script, no network."""
   nav = ''.join(f'<a href="#{k}">{v}</a>' for k, v in (
       ('decision', 'Decision'), ('overall', 'Overall'), ('fairness', 'Fairness'), ('slices', 'Slices'),
-      ('distributions', 'Distributions'), ('calibration', 'Calibration'), ('data', 'Data'),
+      ('distributions', 'Distributions'), ('calibration', 'Calibration'),
+      *([('retrieval', 'Retrieval')] if report.get('retrieval') is not None else []), ('data', 'Data'),
       ('provenance', 'Provenance')))
   return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(report["title"])}</title>'
           f'<style>{_CSS}</style></head><body><h1>{_esc(report["title"])}</h1>'
@@ -646,7 +675,7 @@ def to_html(report: Report) -> str:
           + (f' for pipeline run <code>{_esc(report["run_id"])}</code>' if report.get('run_id') else '')
           + f'.</p><nav>{nav}</nav>'
           + _decision_html(report) + _overall_html(report) + _fairness_html(report) + _slices_html(report)
-          + _distribution_html(report) + _data_html(report) + _provenance_html(report)
+          + _distribution_html(report) + _retrieval_html(report) + _data_html(report) + _provenance_html(report)
           + '</body></html>\n')
 
 
@@ -692,6 +721,11 @@ def to_markdown(report: Report, html_path: Optional[str] = None) -> str:
                  f'(ratings {dist["constant_rmse"]:.3f}), '
                  f'90% between {low:.2f} and {high:.2f}; predicting the mean for everyone would score RMSE '
                  f'{dist["constant_rmse"]:.4f}')
+  retrieval = report.get('retrieval')
+  if retrieval and retrieval.get('evaluated'):
+    shown = ', '.join(f'{k} {retrieval["model"][k]:.4f} (popularity {retrieval["popularity"].get(k, float("nan")):.4f})'
+                      for k in sorted(retrieval['model']))
+    lines.append(f'- Retrieval over {retrieval.get("cases", 0):,} test users: {shown}')
   data = report['data']
   sizes = ', '.join(f'{k} {v:,}' for k, v in data['split_sizes'].items())
   validation = data.get('validation')

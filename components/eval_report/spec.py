@@ -6,6 +6,7 @@ and component.py imports the executor.
 from tfx.types import artifact, component_spec, standard_artifacts
 
 from components.movielens_example_gen.spec import QuarantinedRows
+from components.retrieval_evaluator.spec import RetrievalEvaluation
 
 # Inputs.
 EVALUATION_KEY = 'evaluation'
@@ -14,6 +15,7 @@ MODEL_KEY = 'model'
 EXAMPLES_KEY = 'examples'
 QUARANTINE_KEY = 'quarantine'
 ANOMALIES_KEY = 'anomalies'
+RETRIEVAL_KEY = 'retrieval'
 # Parameters.
 EVAL_SPLIT_KEY = 'eval_split'
 # Outputs.
@@ -47,6 +49,7 @@ class EvalReportSpec(component_spec.ComponentSpec):
       EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
       QUARANTINE_KEY: component_spec.ChannelParameter(type=QuarantinedRows, optional=True),
       ANOMALIES_KEY: component_spec.ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
+      RETRIEVAL_KEY: component_spec.ChannelParameter(type=RetrievalEvaluation, optional=True),
   }
   OUTPUTS = {
       REPORT_KEY: component_spec.ChannelParameter(type=EvaluationReport),
