@@ -202,8 +202,7 @@ def _check_sentence(row: Dict[str, Any]) -> str:
            f'under {row["upper"]:.4g}' if row.get('upper') is not None else
            f'above {row["lower"]:.4g}' if row.get('lower') is not None else 'within its threshold')
   if not row['applied']:
-    return (f'{name} change against the baseline: not checked, there is no baseline yet (no model of this '
-            'pipeline has been blessed before).')
+    return f'{name} change against the baseline: not checked, there is no baseline.'
   if row['value'] is None:
     return f'{name}: no value, so the check failed.'
   verdict = 'passes' if row['passed'] else 'FAILS'
@@ -222,8 +221,8 @@ def _decision(evaluation: Evaluation, blessing_uri: Optional[str]) -> Dict[str, 
   reasons = [_check_sentence(row) for row in gate]
   if evaluation.baseline_name is None:
     # TFX's Evaluator then rubber-stamps: TFMA drops the change thresholds.
-    reasons.append('No baseline: no model of this pipeline has been blessed before, so the change thresholds '
-                   'were not applied.')
+    reasons.append('No baseline to compare with (no model was blessed before, or the pipeline runs without '
+                   'the baseline Resolver), so the change threshold was not applied.')
   if evaluation.validation is not None:
     if evaluation.validation.missing_slices:
       reasons.append(f'{len(evaluation.validation.missing_slices)} gated slice(s) had no examples: FAILS.')
@@ -475,7 +474,7 @@ def _overall_html(report: Report) -> str:
       diff = cand.get(metric + '_diff')
       row += _cell(metric + '_diff', diff, 'candidate', OVERALL, signed=True)
     rows.append(row + '</tr>')
-  note = '<p>No baseline yet: nothing to compare with.</p>' if base is None else ''
+  note = '<p>No baseline: nothing to compare with.</p>' if base is None else ''
   context = []
   if dist.get('constant_rmse') is not None:
     context.append(f'Predicting the {report["eval_split"]} split\'s mean rating ({dist["label_mean"]:.3f}) for '
