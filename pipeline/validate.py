@@ -126,8 +126,10 @@ def read_csv(path: str, schema: schema_pb2.Schema,
       line_no = reader.line_num
       raw = ','.join(row.get(k) or '' for k in reader.fieldnames)
       try:
+        # An empty cell is an absent value (a request without a user_id), not an empty list.
         feature = {name: _csv_feature(name, text.strip(), types[name])
-                   for name, text in row.items() if name in types and text is not None}
+                   for name, text in row.items() if name in types and text is not None
+                   and (text.strip() or name in f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES)}
       except ValueError as e:
         bad_rows.append(parsing.BadRow(os.path.basename(path), line_no, BAD_VALUE, raw, str(e)))
         continue

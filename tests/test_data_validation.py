@@ -21,7 +21,8 @@ pytestmark = pytest.mark.unit
 
 OCCUPATIONS = ('student', 'engineer', 'writer', 'other', 'educator')
 COLUMNS = (f.USER_ID, f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER,
-           f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.RATING)
+           f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS,
+           f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN, f.RATING)
 
 
 def make_rows(n=1500, seed=0, rating_shift=0, occupation=None, unseen_movies=0.0):
@@ -42,6 +43,7 @@ def make_rows(n=1500, seed=0, rating_shift=0, occupation=None, unseen_movies=0.0
         f.RATING: str(rating),
         f.HISTORY_MOVIE_IDS: '|'.join(str((movie + k) % 200) for k in range(user % 4)),
         f.HISTORY_RATINGS: '|'.join(str(1 + (movie + k) % 5) for k in range(user % 4)),
+        f.MOVIE_RATING_COUNT: str(movie % 40), f.MOVIE_RATING_MEAN: str(3.0 + (movie % 40 > 0) * (movie % 3) / 2),
     })
   return rows
 
