@@ -39,9 +39,10 @@ RUN if [ -n "$EXTRA_PIP" ]; then pip install -c constraints.txt $EXTRA_PIP; fi
 COPY --from=beam /opt/apache/beam /opt/apache/beam
 
 # The code: module files and the schema are read from here (the runner's
-# --image-source-root), and the packages are installed for the executors.
+# --image-source-root), and the packages are installed for the executors
+# (--force-reinstall: the same version is already there, installed empty).
 COPY . .
-RUN pip install --no-deps -c constraints.txt . \
+RUN pip install --no-deps --force-reinstall -c constraints.txt . \
  && python -c "import components.movielens_example_gen.executor, trainer.task, transforms.preprocessing"
 
 # Kubeflow sets the command (TFX's kubeflow_v2_run_executor); Dataflow starts

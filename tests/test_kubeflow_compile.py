@@ -223,9 +223,10 @@ def test_dockerfile_builds_what_the_runner_points_at():
   dockerfile = (REPO_ROOT / 'Dockerfile').read_text()
   assert re.search(r'^FROM python:3\.10-slim', dockerfile, re.M)
   assert re.search(rf'^WORKDIR {re.escape(runner.IMAGE_SOURCE_ROOT)}$', dockerfile, re.M)
-  for name in re.findall(r'^COPY (?!--)(\S+) ', dockerfile, re.M):
-    if name != '.':
-      assert (REPO_ROOT / name).exists(), f'Dockerfile copies {name}, which is not in the repository'
+  copied = [name for line in re.findall(r'^COPY (?!--)(.+)$', dockerfile, re.M) for name in line.split()[:-1]]
+  assert 'setup.py' in copied and 'constraints.txt' in copied
+  for name in copied:
+    assert (REPO_ROOT / name).exists(), f'Dockerfile copies {name}, which is not in the repository'
   assert '-c constraints.txt' in dockerfile
   # The same --no-deps extras, at the same versions, as the Makefile installs.
   makefile = (REPO_ROOT / 'Makefile').read_text()
