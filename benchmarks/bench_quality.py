@@ -83,13 +83,20 @@ def _transformed_dataset(tf_transform_output, uri, split, params, shuffle):
   return dataset.batch(params.batch_size).map(lambda x: tf.io.parse_example(x, spec)).cache()
 
 
-def predict(model, tf_transform_output, serialized) -> np.ndarray:
-  """Raw test examples through the Transform graph and the model, as serving_tf_example does."""
+def predict(model, tf_transform_output, serialized, movie_stats=True) -> np.ndarray:
+  """Raw test examples through the Transform graph and the model, as serving_tf_example does.
+
+  With ``movie_stats=False`` every example's movie statistics are 0, as a
+  client without a feature store sends them.
+  """
   raw_spec = raw_spec_without_label(tf_transform_output)
   layer = tf_transform_output.transform_features_layer()
   out = []
   for start in range(0, len(serialized), 8192):
     raw = tf.io.parse_example(tf.constant(serialized[start:start + 8192]), raw_spec)
+    if not movie_stats:
+      for key in (f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN):
+        raw[key] = tf.zeros_like(raw[key])
     out.append(model(layer(raw)).numpy().ravel())
   return np.concatenate(out)
 
@@ -141,7 +148,7 @@ def main(argv=None):
   parser.add_argument('--data-dir', default=os.environ.get('MOVIELENS_DATA_DIR', ''))
   parser.add_argument('--output-root', default=None, help='reuse this pipeline output (default: a fresh run)')
   parser.add_argument('--seeds', default='1,2,3')
-  parser.add_argument('--models', default=','.join(RANKING_MODELS + RETRIEVAL_MODELS))
+  parser.add_argument('--models', default=','.join(dict.fromkeys(RANKING_MODELS + RETRIEVAL_MODELS)))
   parser.add_argument('--hparams', default='{}', help='JSON overrides for every trained model')
   args = parser.parse_args(argv)
   output_root = args.output_root or tempfile.mkdtemp(prefix='bench-quality-')
@@ -160,7 +167,7 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(',')]
   names = args.models.split(',')
   for name in names:
-    predictions, retrieved = [], []
+    predictions, retrieved, without_stats = [], [], []
     for seed in seeds:
       start = time.time()
       params = hp.resolve({'hparams': {**json.loads(args.hparams), 'model': name, 'seed': seed}})
@@ -172,11 +179,16 @@ def main(argv=None):
       if name in RANKING_MODELS:
         predictions.append(predict(model, tf_transform_output, test['serialized']))
         shown.append(f'test RMSE {_rmse(predictions[-1], labels):.4f}')
+        if f.MOVIE_RATING_COUNT in getattr(model, 'RAW_FEATURES', ()):
+          without_stats.append(_rmse(predict(model, tf_transform_output, test['serialized'], False), labels))
+          shown.append(f'without movie statistics {without_stats[-1]:.4f}')
       if name in RETRIEVAL_MODELS:
         retrieved.append(model_retrieval_metrics(model, tf_transform_output, cases, test))
         shown += [f'{k} {v:.4f}' for k, v in retrieved[-1].items()]
       print(f'[bench-quality] {name} seed {seed}: {", ".join(shown)} ({time.time() - start:.0f} s)', flush=True)
     models[name] = _summary(predictions, cold, warm, labels) if predictions else {}
+    if without_stats:
+      models[name]['rmse_without_movie_stats'] = round(statistics.mean(without_stats), 4)
     if retrieved:
       models[name].update({k: round(statistics.mean(c[k] for c in retrieved), 4) for k in retrieved[0]})
       models[name]['recall_at_100_std'] = round(statistics.pstdev(c['recall_at_100'] for c in retrieved), 4)
@@ -197,16 +209,20 @@ def _table(r):
            'bias_point_in_time': 'item bias + point-in-time user bias', 'ranking': "seed's model (ranking)",
            'history_ranking': 'ours: history_ranking (features, history, DCN)',
            'multitask': 'ours: multitask (history_ranking + retrieval)',
-           'retrieval': 'ours: retrieval (two towers, catalogue softmax)'}
+           'retrieval': 'ours: retrieval (two towers, catalogue softmax)', 'popularity': 'popularity (baseline)'}
   rows = [f'| {names.get(k, k)} | {v["rmse_mean"]:.4f} ± {v["rmse_std"]:.4f} | {v["rmse_cold"]:.4f} | '
-          f'{v["rmse_warm"]:.4f} |' for k, v in r['models'].items() if 'rmse_mean' in v]
+          f'{v["rmse_warm"]:.4f} | {v.get("rmse_without_movie_stats", "")} |'
+          for k, v in r['models'].items() if 'rmse_mean' in v]
   retrieval_rows = [f'| {names.get(k, k)} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | {v["ndcg_at_10"]:.4f} |'
                     for k, v in r['models'].items() if 'recall_at_100' in v]
   return '\n'.join([
       f'Test split: {r["test_rows"]} ratings, {r["cold_share"]:.0%} from users not in train. '
       f'Trained models: mean ± std over seeds {r["seeds"]}. Best ranking model: '
       f'**{r.get("best_ranking")}**; best retrieval model: **{r.get("best_retrieval")}**.',
-      '', '| model | test RMSE | cold users | warm users |', '| --- | ---: | ---: | ---: |', *rows,
+      '', 'The last column is the test RMSE when every request sends movie statistics 0 (a client '
+      'without a feature store); only models that read them have it.',
+      '', '| model | test RMSE | cold users | warm users | without movie statistics |',
+      '| --- | ---: | ---: | ---: | ---: |', *rows,
       '', f'Retrieval, point-in-time protocol ({r["retrieval_cases"]} test users):', '',
       '| model | Recall@10 | Recall@100 | NDCG@10 |', '| --- | ---: | ---: | ---: |', *retrieval_rows])
 
