@@ -36,7 +36,7 @@ def _timed_run(args, summary_path):
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--data-dir', default=os.environ.get('MOVIELENS_DATA_DIR', ''))
-  parser.add_argument('--epochs', type=int, default=None, help='default: the seed\'s 50')
+  parser.add_argument('--epochs', type=int, default=None, help='default: the model\'s (trainer/hparams.py)')
   parser.add_argument('--extra-seeds', default='1,2',
                       help='Retrain with these seeds too (Trainer and Evaluator only; the rest is cached) '
                            'to put an error bar on the test RMSE.')
@@ -75,7 +75,8 @@ def main(argv=None):
       'test_rmse_mean': round(statistics.mean(rmse_by_seed.values()), 4),
       'test_rmse_std': round(statistics.pstdev(rmse_by_seed.values()), 4),
       'blessed': first.get('blessed'),
-      'epochs': args.epochs or 50,
+      'model': hparams.DEFAULT_MODEL,
+      'epochs': args.epochs or hparams.resolve(None).epochs,
   }
   common.write_result(NAME, result, _table(result))
 
@@ -85,7 +86,8 @@ def _table(r):
   return '\n'.join([
       f'End to end: **{r["wall_s"]} s**, fully cached rerun **{r["cached_rerun_s"]} s** '
       f'(first rerun after a new blessing: {r["first_rerun_s"]} s), peak RSS {r["peak_rss_mb"]} MB, '
-      f'test RMSE **{r["test_rmse"]}** (MAE {r["test_mae"]}), {r["epochs"]} epochs; over seeds '
+      f'model {r.get("model", "ranking")}: test RMSE **{r["test_rmse"]}** (MAE {r["test_mae"]}), '
+      f'at most {r["epochs"]} epochs; over seeds '
       f'{", ".join(r["test_rmse_by_seed"])}: **{r["test_rmse_mean"]} ± {r["test_rmse_std"]}**.',
       '',
       '| component | seconds |',
