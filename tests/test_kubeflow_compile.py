@@ -27,7 +27,8 @@ BEAM_EXTRA = ['--project=example', '--region=europe-west4', '--max_num_workers=4
 CHAIN = ['MovieLensExampleGen', 'StatisticsGen', 'ExampleValidator', 'Transform', 'Trainer', 'Evaluator',
          'Pusher']
 REQUIRED_TASKS = set(CHAIN) | {'ImportSchemaGen', 'LatestBlessedModelResolver-model-resolver',
-                               'LatestBlessedModelResolver-model-blessing-resolver'}
+                               'LatestBlessedModelResolver-model-blessing-resolver', 'RetrievalEvaluator',
+                               'EvalReport'}
 BEAM_COMPONENTS = ('MovieLensExampleGen', 'StatisticsGen', 'Transform', 'Evaluator')
 
 
@@ -79,6 +80,9 @@ def test_every_component_in_dag_order(compiled):
     assert earlier in _ancestors(tasks, later), f'{earlier} does not run before {later}'
   assert 'ImportSchemaGen' in _ancestors(tasks, 'Transform')
   assert 'LatestBlessedModelResolver-model-resolver' in _ancestors(tasks, 'Evaluator')
+  # The report reads both evaluations.
+  assert {'Trainer'} <= _ancestors(tasks, 'RetrievalEvaluator')
+  assert {'Evaluator', 'RetrievalEvaluator'} <= _ancestors(tasks, 'EvalReport')
   # Transform reads no output of the validator: the order is explicit, so
   # bad data stops the run before training.
   transform_inputs = tasks['Transform']['inputs']['artifacts']
