@@ -95,6 +95,8 @@ def test_model_beats_the_global_mean_and_is_blessed_and_pushed(runs):
   metrics = resumed['test_metrics']
   assert metrics['example_count'] == 18886
   assert metrics['root_mean_squared_error'] < GLOBAL_MEAN_RMSE
+  # The default model (multitask) beats the seed's model (1.03 over 3 seeds).
+  assert metrics['root_mean_squared_error'] < 1.0
   assert resumed['blessed'] and resumed['pushed']
   version_dir = resumed['pushed_destination']
   assert os.path.dirname(version_dir) == str(runs['root'] / 'serving' / configs.MODEL_NAME)
@@ -229,17 +231,37 @@ def test_tuner_best_hyperparameters_reach_the_trainer(tuned):
     assert used[key] == pytest.approx(expected), key
 
 
-def test_history_model_beats_the_seed_after_five_epochs(tuned, runs):
+def test_tuned_history_model_beats_the_seed_after_five_epochs(tuned):
   _, summary = tuned
   assert summary['test_metrics']['root_mean_squared_error'] < 1.0
-  assert summary['test_metrics']['root_mean_squared_error'] < runs['resumed']['test_metrics']['root_mean_squared_error']
+
+
+def test_retrieval_towers_are_scored_in_the_pipeline_and_recorded_in_mlmd(runs):
+  summary = runs['resumed']
+  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  uri = run_summary.output_uri(store, summary['run_id'], 'RetrievalEvaluator', 'evaluation')
+  props = run_summary.artifact_properties(store, uri)
+  assert props['evaluated'] == 1 and props['cases'] == 273
+  # Popularity is deterministic on the seed split (make bench-quality gives the same).
+  assert props['popularity_recall_at_100'] == pytest.approx(0.3164, abs=1e-4)
+  assert 0.0 < props['model_recall_at_10'] <= props['model_recall_at_100'] <= 1.0
 
 
 def test_pushed_model_predicts_ratings_from_raw_values(runs):
   model = tf.saved_model.load(runs['resumed']['pushed_destination'])
   serve = model.signatures['serving_default']
-  # A known user and movie, and ids the model never saw.
-  out = serve(user_id=tf.constant(['196', 'no-such-user']), movie_id=tf.constant(['242', '99999']))
-  ratings = out[PREDICTION_KEY].numpy().ravel()
+  # A known movie and one the model never saw, from a user with no history;
+  # every input a JSON client sends, with its "unknown" value where it has none.
+  known = {'movie_id': ['242', '99999'], 'movie_title': ['Kolya (1996)', 'Not A Movie (2031)'],
+           'user_id': ['196', 'no-such-user'], 'user_gender': ['M', 'F'], 'user_occupation': ['writer', '?']}
+  inputs = {}
+  for name, spec in serve.structured_input_signature[1].items():
+    if name in known:
+      inputs[name] = tf.constant(known[name])
+    elif spec.shape.rank == 2:
+      inputs[name] = tf.zeros([2, 1], spec.dtype) if spec.dtype != tf.string else tf.fill([2, 1], '')
+    else:
+      inputs[name] = tf.zeros([2], spec.dtype)
+  ratings = serve(**inputs)[PREDICTION_KEY].numpy().ravel()
   assert ratings.shape == (2,) and np.isfinite(ratings).all()
-  assert ((ratings > 0.5) & (ratings < 5.5)).all()
+  assert ((ratings >= 1.0) & (ratings <= 5.0)).all()

@@ -97,4 +97,4 @@ def resolve(custom_config: Optional[Mapping[str, Any]],
   model = overrides.get('model', DEFAULT_MODEL)
   if model not in MODEL_DEFAULTS:
     raise ValueError(f'Unknown model {model!r}; available: {sorted(MODEL_DEFAULTS)}.')
-  return DEFAULTS.replace(**{**MODEL_DEFAULTS[model], **overrides})
+  return DEFAULTS.replace(**{**MODEL_DEFAULTS[model], **overrides, 'model': model})
