@@ -39,8 +39,8 @@ SERVING_SIGNATURE = 'serving_tf_example'
 
 # Transform outputs spelled by preprocessing_fn without a constant in
 # transforms/features.py.
-AGE_BUCKET_KEY = f.transformed_name('age_bucket')
-WEEKDAY_KEY = f.transformed_name('weekday')
+AGE_BUCKET_KEY = f.transformed_name(f.AGE_BUCKET)
+WEEKDAY_KEY = f.transformed_name(f.WEEKDAY)
 NEW_USER_KEY = f.transformed_name(f.NEW_USER)
 POPULARITY_KEY = f.transformed_name(f.MOVIE_POPULARITY)
 

@@ -59,13 +59,13 @@ def test_time_features_match_python_datetime(tiny_transform):
   for raw, t in zip(rows, transformed):
     when = datetime.datetime.fromtimestamp(raw[f.TIMESTAMP][0], tz=datetime.timezone.utc)
     assert t[xf('hour')] == when.hour
-    assert t[xf('weekday')] == when.weekday()
+    assert t[xf(f.WEEKDAY)] == when.weekday()
 
 
 def test_age_buckets_and_label_pass_through(tiny_transform):
   _, rows, transformed = tiny_transform
   for raw, t in zip(rows, transformed):
-    assert t[xf('age_bucket')] == int(np.searchsorted(f.AGE_BOUNDARIES, raw[f.USER_AGE][0], side='right'))
+    assert t[xf(f.AGE_BUCKET)] == int(np.searchsorted(f.AGE_BOUNDARIES, raw[f.USER_AGE][0], side='right'))
     assert t[f.LABEL_KEY] == pytest.approx(raw[f.RATING][0])
 
 

@@ -188,7 +188,7 @@ class HistoryRankingModel(tfrs.Model):
         movie, history_mean, movie * history_mean, taste, _masked_mean(title, title_mask), features[xf(f.GENRES)],
         self.gender_embedding(features[xf(f.USER_GENDER)]),
         self.occupation_embedding(features[xf(f.USER_OCCUPATION)]),
-        self.age_embedding(features[xf('age_bucket')]), dense], axis=1)
+        self.age_embedding(features[xf(f.AGE_BUCKET)]), dense], axis=1)
     x0 = x
     for cross in self.crosses:
       x = cross(x0, x)

@@ -35,7 +35,7 @@ _xf = f.transformed_name
 # Query features, all from Transform; see transforms/preprocessing.py.
 USER_GENDER_KEY = _xf(f.USER_GENDER)             # int64 [B]
 USER_OCCUPATION_KEY = _xf(f.USER_OCCUPATION)     # int64 [B]
-AGE_BUCKET_KEY = _xf('age_bucket')               # int64 [B], 0..len(AGE_BOUNDARIES)
+AGE_BUCKET_KEY = _xf(f.AGE_BUCKET)               # int64 [B], 0..len(AGE_BOUNDARIES)
 HISTORY_IDS_KEY = _xf(f.HISTORY_MOVIE_IDS)       # int64 [B, HISTORY_LENGTH], HISTORY_PAD_ID padded
 HISTORY_RATINGS_KEY = _xf(f.HISTORY_RATINGS)     # float32 [B, HISTORY_LENGTH], 0 where padded
 # The candidate feature.

@@ -101,6 +101,11 @@ NEW_USER = 'new_user'
 MOVIE_POPULARITY = 'movie_popularity'
 POPULARITY_EDGES = (0.1, 0.5)
 POPULARITY_NAMES = ('head', 'torso', 'tail')
+# Transform outputs from user_age and timestamp, read by models and slices:
+# the age bucket (an index into AGE_BOUNDARIES' buckets) and the day of week
+# (0 = Monday, UTC).
+AGE_BUCKET = 'age_bucket'
+WEEKDAY = 'weekday'
 
 
 def transformed_name(key: str) -> str:

@@ -141,7 +141,7 @@ def preprocessing_fn(inputs):
 
   age = tf.cast(_dense(inputs[f.USER_AGE], 0), tf.float32)
   out[f.transformed_name(f.USER_AGE)] = tft.scale_to_z_score(age)
-  out[f.transformed_name('age_bucket')] = tf.cast(
+  out[f.transformed_name(f.AGE_BUCKET)] = tf.cast(
       tft.apply_buckets(age, [list(f.AGE_BOUNDARIES)]), tf.int64)
 
   out[f.transformed_name(f.GENRES)] = _multi_hot_genres(inputs[f.GENRES])
@@ -158,7 +158,7 @@ def preprocessing_fn(inputs):
   timestamp = _dense(inputs[f.TIMESTAMP], 0)
   hour, weekday = _time_features(timestamp)
   out[f.transformed_name('hour')] = hour
-  out[f.transformed_name('weekday')] = weekday
+  out[f.transformed_name(f.WEEKDAY)] = weekday
   movie_age = tf.cast(_rating_year(timestamp), tf.float32) - year
   out[f.transformed_name('movie_age')] = tft.scale_to_z_score(movie_age)
 
