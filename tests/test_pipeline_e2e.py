@@ -243,7 +243,7 @@ def test_retrieval_towers_are_scored_in_the_pipeline_and_recorded_in_mlmd(runs):
   props = run_summary.artifact_properties(store, uri)
   assert props['evaluated'] == 1 and props['cases'] == 273
   # Popularity is deterministic on the seed split (make bench-quality gives the same).
-  assert props['popularity_recall_at_100'] == pytest.approx(0.3164, abs=1e-4)
+  assert props['popularity_recall_at_100'] == pytest.approx(0.3090, abs=1e-4)
   assert 0.0 < props['model_recall_at_10'] <= props['model_recall_at_100'] <= 1.0
 
 

@@ -94,3 +94,12 @@ def test_saved_model_is_scored_through_retrieve_as_in_process(tiny_transform, tm
   plain = executor.evaluate(examples, plain_dir)
   assert not plain['evaluated'] and 'retrieve' in plain['reason'] and 'model' not in plain
   assert plain['popularity'] == result['popularity']
+
+
+def test_popularity_breaks_ties_by_movie_id_whatever_the_row_order():
+  everything = {f.USER_ID: [b'a', b'b', b'c', b'd'], f.MOVIE_ID: [b'z', b'y', b'y', b'z'], f.TIMESTAMP: [1, 2, 3, 4]}
+  cases = [(0, set(), {b'y'})]
+  reversed_rows = {k: v[::-1] for k, v in everything.items()}
+  # y and z have two ratings each: y comes first either way.
+  assert protocol.popularity_metrics(everything, 9, cases) == protocol.popularity_metrics(reversed_rows, 9, cases)
+  assert protocol.popularity_metrics(everything, 9, cases)['ndcg_at_10'] == 1.0

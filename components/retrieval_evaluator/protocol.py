@@ -85,7 +85,8 @@ def mean_metrics(per_case: Sequence[Dict[str, float]]) -> Dict[str, float]:
 def popularity_metrics(everything: Dict[str, list], test_start: int, cases: Sequence[Case]) -> Dict[str, float]:
   """The baseline: most-rated movies before the test period, minus what each user has seen."""
   counts = collections.Counter(m for m, t in zip(everything[f.MOVIE_ID], everything[f.TIMESTAMP]) if t < test_start)
-  order = [m for m, _ in counts.most_common()]
+  # Ties by movie id, so the ranking does not depend on the order rows were read in.
+  order = sorted(counts, key=lambda m: (-counts[m], m))
   per_case = []
   for _, seen, targets in cases:
     ranked = [m for m in order if m not in seen][:max(CUTOFFS)]
