@@ -34,7 +34,7 @@ class MultitaskModel(tfrs.Model):
 
   def __init__(self, ranking: HistoryRankingModel, movie_vocab_size: int, gender_vocab_size: int,
                occupation_vocab_size: int, retrieval_layer_sizes=(128,), dropout: float = 0.2,
-               rating_weight: float = 1.0, retrieval_weight: float = 0.1):
+               rating_weight: float = 1.0, retrieval_weight: float = 3.0):
     super().__init__()
     self.ranking = ranking
     self.retrieval = RetrievalModel(
