@@ -35,7 +35,7 @@ from trainer.signatures import make_serving_signatures
 from trainer.task import build_model
 from transforms import features as f
 
-from conftest import make_raw_rows, raw_feature_spec
+from conftest import make_raw_rows, serialize_row
 
 pytestmark = pytest.mark.unit
 
@@ -61,18 +61,6 @@ def _chromium_args(profile_dir):
   # --no-sandbox: CI containers run as root; a profile per call keeps parallel runs apart.
   return [chromium(), '--headless', '--no-sandbox', '--disable-gpu', '--hide-scrollbars',
           f'--user-data-dir={profile_dir}']
-
-
-def _serialized_with_label(row, spec):
-  feature = {}
-  for key, values in row.items():
-    if spec[key].dtype == tf.string:
-      feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    elif spec[key].dtype == tf.float32:
-      feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    else:
-      feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def _export(output, transformed, path, epochs, seed):
@@ -108,12 +96,11 @@ def evaluated(tiny_transform, tmp_path_factory):
 
   # Test rows with users that train never saw, so both new_user slices exist.
   test_rows = make_raw_rows(n_rows=150, n_users=16, seed=1)
-  spec_ = raw_feature_spec()
   for split, rows in (('train', train_rows), ('test', test_rows)):
     (root / 'examples' / f'Split-{split}').mkdir(parents=True)
     with tf.io.TFRecordWriter(str(root / 'examples' / f'Split-{split}' / 'data_tfrecord-00000.gz'), 'GZIP') as writer:
       for row in rows:
-        writer.write(_serialized_with_label(row, spec_))
+        writer.write(serialize_row(row, with_label=True))
   examples = _artifact(standard_artifacts.Examples, root / 'examples',
                        split_names=artifact_utils.encode_split_names(['train', 'test']))
 

@@ -19,7 +19,7 @@ from trainer.models import PREDICTION_KEY
 from trainer.task import build_model
 from transforms import features as f
 
-from conftest import raw_feature_spec
+from conftest import serialize_row
 
 pytestmark = pytest.mark.unit
 NAME = 'movielens_ranking'
@@ -154,20 +154,7 @@ def test_tf_example_signature_takes_base64(served, tiny_transform):
   import base64
   client, loaded = served
   rows = tiny_transform[1][:3]
-  spec = raw_feature_spec()
-  examples = []
-  for row in rows:
-    feature = {}
-    for key, values in row.items():
-      if key == f.LABEL_KEY:
-        continue
-      if spec[key].dtype == tf.string:
-        feature[key] = tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-      elif spec[key].dtype == tf.float32:
-        feature[key] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
-      else:
-        feature[key] = tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+  examples = [serialize_row(row) for row in rows]
   response = client.post(f'/v1/models/{NAME}:predict', {
       'signature_name': 'serving_tf_example',
       'instances': [{'b64': base64.b64encode(e).decode()} for e in examples]})
