@@ -16,9 +16,9 @@ class MultitaskModel(tfrs.Model):
   table, so every rating trains that table twice: to predict its value, and
   to predict which movie comes next. The loss is
   ``rating_weight * MSE + retrieval_weight * catalogue softmax``, as in TFRS's
-  multitask tutorial. ``call`` returns ratings, so the Evaluator, the serving
-  signatures and the ``recommend`` signature treat it as a rating model; the
-  retrieval tower is there to generate candidates (``query_embeddings`` and
+  multitask tutorial. ``call`` returns ratings, so the Evaluator and
+  ``serving_default`` treat it as a rating model; ``recommend`` and
+  ``retrieve`` rank the catalogue with its towers (``query_embeddings`` and
   ``candidate_embeddings``).
 
   Args:
@@ -26,6 +26,7 @@ class MultitaskModel(tfrs.Model):
     gender_vocab_size, occupation_vocab_size, movie_vocab_size: vocabulary
       sizes, OOV included.
     retrieval_layer_sizes: hidden Dense widths of the query tower.
+    dropout: dropout rate in the query tower.
     rating_weight: weight of the rating loss.
     retrieval_weight: weight of the retrieval loss.
   """
