@@ -32,7 +32,7 @@ from components.data_validator.checks import split_files  # noqa: E402
 from components.retrieval_evaluator import protocol  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
-from trainer import task  # noqa: E402
+from trainer import retrieval, task  # noqa: E402
 from trainer.signatures import raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -128,19 +128,12 @@ def _summary(per_seed, cold, warm, labels):
 def model_retrieval_metrics(model, tf_transform_output, cases, test):
   """The protocol's metrics of a model with towers, over every movie in the train vocabulary.
 
-  In process, as the ``retrieve`` signature does it inside a SavedModel.
+  In process, through the same ``retrieve`` signature the Trainer exports.
   """
-  vocab = tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB)  # bytes, like the raw ids
-  candidates = model.candidate_embeddings({f.transformed_name(f.MOVIE_ID): tf.range(len(vocab), dtype=tf.int64)})
-  raw_spec = raw_spec_without_label(tf_transform_output)
-  layer = tf_transform_output.transform_features_layer()
-
-  def retrieve(serialized, k):
-    queries = model.query_embeddings(layer(tf.io.parse_example(tf.constant(serialized), raw_spec)))
-    top = tf.math.top_k(tf.matmul(queries, candidates, transpose_b=True), k=min(k, len(vocab)))
-    return [[vocab[j] for j in row] for row in top.indices.numpy()]
-
-  return protocol.model_metrics(retrieve, test, cases)
+  signature = retrieval.make_retrieve_signature(
+      model, tf_transform_output.transform_features_layer(), raw_spec_without_label(tf_transform_output),
+      tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
+  return protocol.model_metrics(protocol.retriever(signature), test, cases)
 
 
 def main(argv=None):

@@ -31,12 +31,7 @@ def evaluate(examples_uri: str, model_dir: str) -> Dict[str, Any]:
   if RETRIEVE_SIGNATURE not in loaded.signatures:
     result.update(evaluated=False, reason=f'the model has no {RETRIEVE_SIGNATURE!r} signature (no retrieval towers)')
     return result
-  signature = loaded.signatures[RETRIEVE_SIGNATURE]
-
-  def retrieve(serialized, k):
-    out = signature(examples=tf.constant(serialized), k=tf.constant(k, tf.int32))
-    return out['movie_ids'].numpy().tolist()
-
+  retrieve = protocol.retriever(loaded.signatures[RETRIEVE_SIGNATURE])
   result.update(evaluated=True, model=protocol.model_metrics(retrieve, test, cases))
   return result
 

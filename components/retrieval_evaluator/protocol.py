@@ -94,6 +94,16 @@ def popularity_metrics(everything: Dict[str, list], test_start: int, cases: Sequ
   return mean_metrics(per_case)
 
 
+def retriever(signature) -> Callable[[List[bytes], int], List[List[bytes]]]:
+  """The ``retrieve`` signature (trainer/retrieval.py) as ``model_metrics`` calls it."""
+
+  def retrieve(serialized, k):
+    out = signature(examples=tf.constant(serialized), k=tf.constant(k, tf.int32))
+    return out['movie_ids'].numpy().tolist()
+
+  return retrieve
+
+
 def model_metrics(retrieve: Callable[[List[bytes], int], List[List[bytes]]], test: Dict[str, list],
                   cases: Sequence[Case], batch_size: int = 256) -> Dict[str, float]:
   """Scores a retriever on the cases.
