@@ -33,6 +33,7 @@ from pipeline import configs, run_summary  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 RATINGS, SERVING = 'ratings', 'serving'
+SERVING_MODEL_DIR = 'Format-Serving'  # where TFX's Trainer writes the SavedModel in its output
 BAD_VALUE = 'bad_value'
 MISSING_ID = 'missing_id'
 
@@ -55,12 +56,41 @@ class Reference:
     self.statistics_uri = statistics
     self.examples_uri = examples
     self.data_dir = run_summary.artifact_properties(store, examples).get('data_source_path', '')
+    model = run_summary.output_uri(store, run_id, 'Trainer', 'model')
+    self.model_dir = os.path.join(model, SERVING_MODEL_DIR) if model else None
 
   def train_statistics(self):
     return checks.split_statistics(self.statistics_uri, 'train')
 
   def train_ids(self):
     return checks.known_ids(checks.read_ids(checks.split_files(self.examples_uri, 'train')))
+
+
+def served_features(model_dir: str) -> List[str]:
+  """The raw features a SavedModel's ``serving_default`` signature takes: what a request must carry."""
+  from tensorflow.python.tools import saved_model_utils  # reads the graph without loading variables
+  try:
+    meta_graph = saved_model_utils.get_meta_graph_def(model_dir, 'serve')
+  except (OSError, RuntimeError) as e:
+    raise SystemExit(f'Cannot read the served model at {model_dir} ({e}); pass --model-dir.')
+  return sorted(meta_graph.signature_def['serving_default'].inputs)
+
+
+def serving_schema(schema: schema_pb2.Schema, required: Sequence[str]) -> schema_pb2.Schema:
+  """The schema with presence relaxed for every feature the served model does not read.
+
+  The SERVING environment of schema/schema.pbtxt lists what any of our models
+  may need (the seed's model reads user_id; history models read the history
+  instead), so a request is only required to carry what its model reads.
+  Domains, ranges and skew still apply to whatever it does carry.
+  """
+  relaxed = schema_pb2.Schema()
+  relaxed.CopyFrom(schema)
+  for feature in relaxed.feature:
+    if feature.name not in required:
+      feature.presence.min_fraction = 0.0
+      feature.presence.min_count = 0
+  return relaxed
 
 
 def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.BadRow]]:
@@ -185,6 +215,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--data-dir', default=None,
                       help='u.item and u.user for a GroupLens batch (default: the data the reference run read)')
   parser.add_argument('--output-root', default='outputs', help='the pipeline outputs holding the reference run')
+  parser.add_argument('--model-dir', default=None,
+                      help='serving: the SavedModel the requests are for; only the features it reads are '
+                           'required (default: the reference run\'s Trainer model)')
   parser.add_argument('--report-dir', default=None, help='default: <output-root>/validation/<batch>-<time>')
   parser.add_argument('--oov-thresholds', default=json.dumps(checks.DEFAULT_OOV_THRESHOLDS),
                       help='JSON: id feature to the largest allowed share of ids unseen in training')
@@ -205,6 +238,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not data_dir:
       raise SystemExit('A GroupLens batch needs u.item and u.user: pass --data-dir.')
     examples, bad_rows = read_grouplens(args.batch, data_dir)
+  context = {}
+  if args.kind == SERVING:
+    model_dir = args.model_dir or reference.model_dir
+    if not model_dir:
+      raise SystemExit(f'Run {reference.run_id} has no Trainer model to check requests for; pass --model-dir.')
+    required = served_features(model_dir)
+    schema = serving_schema(schema, required)
+    context.update(model=model_dir, required_features=', '.join(required))
   stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
   report_dir = args.report_dir or os.path.join(args.output_root, 'validation',
                                                f'{os.path.basename(args.batch)}-{stamp}')
@@ -215,9 +256,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   os.makedirs(report_dir, exist_ok=True)
   with open(os.path.join(report_dir, 'quarantine.jsonl'), 'w') as fh:
     fh.writelines(row.to_json() + '\n' for row in bad_rows)
-  context = {'batch': os.path.abspath(args.batch), 'kind': args.kind, 'rows_valid': len(examples),
-             'rows_quarantined': len(bad_rows), 'reference_run': reference.run_id,
-             'reference_statistics': reference.statistics_uri, 'schema': configs.SCHEMA_FILE}
+  context.update({'batch': os.path.abspath(args.batch), 'kind': args.kind, 'rows_valid': len(examples),
+                  'rows_quarantined': len(bad_rows), 'reference_run': reference.run_id,
+                  'reference_statistics': reference.statistics_uri, 'schema': configs.SCHEMA_FILE})
   result = report.write(report_dir, f'Data validation of {os.path.basename(args.batch)} ({args.kind})',
                         findings, measurements, context)
   print(report.summary_text(result))

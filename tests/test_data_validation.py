@@ -8,6 +8,7 @@ import os
 import random
 
 import pytest
+import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tfx.types import artifact_utils, standard_artifacts
 
@@ -122,6 +123,34 @@ def test_serving_requests_need_no_label_and_are_checked_for_skew(tmp_path, schem
   skewed, _ = _check(tmp_path, schema, reference, make_rows(seed=2, occupation='engineer'), columns,
                      validate.SERVING)
   assert (f.USER_OCCUPATION, checks.SKEW) in {(x.feature, x.kind) for x in skewed}
+
+
+def test_serving_requests_need_only_what_the_served_model_reads(tmp_path, schema, reference):
+  """History models read no user_id or user_zip; their requests pass without them, the seed's do not."""
+  columns = tuple(c for c in COLUMNS if c not in (f.RATING, f.USER_ID, f.USER_ZIP))
+  examples, bad = validate.read_csv(write_csv(tmp_path / 'requests.csv', make_rows(seed=2), columns), schema,
+                                    (f.MOVIE_ID,))
+  assert not bad
+
+  def findings(served):
+    found, _ = validate.validate_batch(examples, bad, validate.SERVING, served, *reference,
+                                       checks.DEFAULT_OOV_THRESHOLDS, str(tmp_path))
+    return {(x.feature, x.kind) for x in found}
+
+  missing = {(f.USER_ID, checks.SCHEMA), (f.USER_ZIP, checks.SCHEMA)}
+  assert missing <= findings(schema)
+  assert findings(validate.serving_schema(schema, columns)) == set()
+  assert findings(validate.serving_schema(schema, (f.USER_ID, f.MOVIE_ID))) == {(f.USER_ID, checks.SCHEMA)}
+
+
+def test_served_features_are_the_serving_default_inputs(tmp_path):
+  module = tf.Module()
+  module.serve = tf.function(lambda movie_id, user_age: {'predictions': tf.zeros_like(user_age)},
+                             input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.float32)])
+  tf.saved_model.save(module, str(tmp_path), signatures={'serving_default': module.serve})
+  assert validate.served_features(str(tmp_path)) == [f.MOVIE_ID, f.USER_AGE]
+  with pytest.raises(SystemExit, match='--model-dir'):
+    validate.served_features(str(tmp_path / 'missing'))
 
 
 def test_unreadable_rows_are_quarantined_and_reported(tmp_path, schema, reference):

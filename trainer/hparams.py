@@ -25,6 +25,9 @@ class HParams:
   learning_rate: float = 0.1
   l2: float = 0.01
   history_shrinkage: float = 5.0
+  # history_ranking: co-rater pseudo-count of the kNN term's movie
+  # similarities (trainer/similarity.py); 0 leaves the term out.
+  neighbour_shrinkage: float = 0.0
   # history_ranking: pseudo-count of the movie bias against the movie's
   # point-in-time mean, and the share of training rows that hide it.
   movie_shrinkage: float = 5.0
@@ -71,7 +74,7 @@ MODEL_DEFAULTS: Dict[str, Dict[str, Any]] = {
     'history_ranking': {
         'embedding_dim': 32, 'layer_sizes': (128, 64), 'cross_layers': 1, 'dropout': 0.2,
         'optimizer': 'adam', 'learning_rate': 1e-3, 'l2': 1e-5, 'epochs': 30, 'batch_size': 1024,
-        'early_stopping_patience': 3,
+        'early_stopping_patience': 3, 'neighbour_shrinkage': 25.0,
     },
     # Two towers, full catalogue softmax; stops on the eval softmax loss.
     'retrieval': {

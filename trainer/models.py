@@ -1,5 +1,5 @@
 """TFRS models, each a ``tfrs.Model`` subclass selected by ``HParams.model``."""
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -10,6 +10,8 @@ from transforms import features as f
 PREDICTION_KEY = 'predictions'
 # How many of the latest history ratings make the recent bias.
 RECENT = 5
+# Pseudo-mass of similarity in the kNN term's denominator.
+NEIGHBOUR_DAMPING = 0.5
 
 
 class RankingModel(tfrs.Model):
@@ -63,7 +65,7 @@ def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 class HistoryRankingModel(tfrs.Model):
   """Ranking from side features and point-in-time history, with DCN-v2 crosses.
 
-  A rating is predicted as ``global + item_bias + user_bias + f(x)``:
+  A rating is predicted as ``global + item_bias + user_bias + w * neighbour + f(x)``:
 
   * ``item_bias`` blends the learned ``movie_bias`` with the movie's
     point-in-time mean rating (ratings by anyone before this one):
@@ -75,6 +77,12 @@ class HistoryRankingModel(tfrs.Model):
     ``sum(r_h - global - movie_bias_h) / (n + history_shrinkage)``, computed
     inside the model from the history a request carries, so a user never seen
     in training gets a personal bias after one rating;
+  * ``neighbour`` is neighbourhood collaborative filtering over the same history:
+    ``sum(s_h c_h) / (sum|s_h| + NEIGHBOUR_DAMPING)``, with ``c_h`` the
+    history rating's residual after the movie and user biases and ``s_h``
+    the candidate's similarity to movie ``h``, from co-ratings in the train
+    split (``trainer.similarity.Similarity``); ``w`` is learned. It is what
+    takes the model below 0.95 (docs/models.md);
   * ``f`` is an MLP over DCN-v2 crosses (Wang et al. 2021,
     https://arxiv.org/abs/2008.13535) of the candidate movie's embedding,
     title words, genres, release year and age at rating time; the user's
@@ -104,6 +112,8 @@ class HistoryRankingModel(tfrs.Model):
     movie_stats_dropout: share of training rows whose movie statistics are
       hidden (count 0).
     global_mean: initial value of the global bias (the train mean rating).
+    similarity: a ``trainer.similarity.Similarity`` layer for the kNN term;
+      None leaves the term out.
   """
 
   RAW_FEATURES: Tuple[str, ...] = (
@@ -114,7 +124,8 @@ class HistoryRankingModel(tfrs.Model):
                occupation_vocab_size: int, embedding_dim: int = 32,
                layer_sizes: Sequence[int] = (128, 64), cross_layers: int = 1, dropout: float = 0.2,
                l2: float = 1e-5, history_shrinkage: float = 5.0, movie_shrinkage: float = 5.0,
-               movie_stats_dropout: float = 0.25, global_mean: float = 3.5):
+               movie_stats_dropout: float = 0.25, global_mean: float = 3.5,
+               similarity: Optional[tf.keras.layers.Layer] = None):
     super().__init__()
     reg = tf.keras.regularizers.l2(l2) if l2 else None
 
@@ -132,6 +143,9 @@ class HistoryRankingModel(tfrs.Model):
     self.gender_embedding = embedding(gender_vocab_size, 2, 'gender_embedding')
     self.occupation_embedding = embedding(occupation_vocab_size, 8, 'occupation_embedding')
     self.age_embedding = embedding(len(f.AGE_BOUNDARIES) + 1, 4, 'age_embedding')
+    self.similarity = similarity
+    if similarity is not None:
+      self.neighbour_weight = tf.Variable(1.0, dtype=tf.float32, name='neighbour_weight')
     self.crosses = [tfrs.layers.dcn.Cross(kernel_regularizer=reg, name=f'cross_{i}') for i in range(cross_layers)]
     hidden = []
     for n in layer_sizes:
@@ -146,6 +160,24 @@ class HistoryRankingModel(tfrs.Model):
     """Embeds ids that may hold HISTORY_PAD_ID; returns (embeddings, mask)."""
     mask = ids >= 0
     return layer(tf.maximum(ids, 0)), mask
+
+  def _neighbours(self, features: Dict[str, tf.Tensor], mask: tf.Tensor, centred: tf.Tensor,
+                  training: bool) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The kNN term and its similarity mass ``sum|s_h|``; zeros without a similarity layer.
+
+    ``centred`` [B, T] holds the history residuals after the movie and user
+    biases, 0 where padded. Train rows (``training``) also pass their user
+    and label, so the layer can leave that user out of its tables.
+    """
+    if self.similarity is None:
+      zero = tf.zeros_like(centred[:, 0])
+      return zero, zero
+    xf = f.transformed_name
+    train_row = {'user_ids': features[xf(f.USER_ID)], 'labels': features[f.LABEL_KEY]} if training else {}
+    weights = self.similarity(features[xf(f.MOVIE_ID)], features[xf(f.HISTORY_MOVIE_IDS)],
+                              features[xf(f.HISTORY_RATINGS)], mask, **train_row)
+    mass = tf.reduce_sum(tf.abs(weights), 1)
+    return tf.reduce_sum(weights * centred, 1) / (mass + NEIGHBOUR_DAMPING), mass
 
   def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     xf = f.transformed_name
@@ -178,12 +210,14 @@ class HistoryRankingModel(tfrs.Model):
     taste = tf.reduce_sum(history * residuals[..., None], 1) / (count[:, None] + self.history_shrinkage)
     affinity = tf.reduce_sum(taste * movie, -1)
 
+    neighbour, neighbour_mass = self._neighbours(features, mask, (residuals - user_bias[:, None]) * weights, training)
+
     title, title_mask = self._lookup(self.title_embedding, features[xf('title_tokens')])
     dense = tf.stack([
         features[xf(f.RELEASE_YEAR)], features[xf('release_year_known')], features[xf('movie_age')],
         features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, recent_bias, knn, affinity,
         (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32), tf.math.log1p(movie_count) / 4.0,
-        item_bias - movie_bias], axis=1)
+        item_bias - movie_bias, neighbour, tf.math.log1p(neighbour_mass)], axis=1)
     x = tf.concat([
         movie, history_mean, movie * history_mean, taste, _masked_mean(title, title_mask), features[xf(f.GENRES)],
         self.gender_embedding(features[xf(f.USER_GENDER)]),
@@ -193,6 +227,8 @@ class HistoryRankingModel(tfrs.Model):
     for cross in self.crosses:
       x = cross(x0, x)
     rating = self.global_bias + item_bias + user_bias + tf.squeeze(self.mlp(x, training=training), -1)
+    if self.similarity is not None:
+      rating += self.neighbour_weight * neighbour
     rating = rating[:, None]
     # Ratings live in 1..5; clipping only at inference keeps training gradients.
     return rating if training else tf.clip_by_value(rating, f.RATING_RANGE[0], f.RATING_RANGE[1])

@@ -8,17 +8,18 @@ import os
 # Before TensorFlow loads: TFRS 0.7 and TFX 1.16 need Keras 2.
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
-from typing import List  # noqa: E402
+from typing import Dict, List, Optional  # noqa: E402
 
 from absl import logging  # noqa: E402
 import keras_tuner  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import distribution, models, multitask, retrieval  # noqa: E402
+from trainer import distribution, models, multitask, retrieval, similarity  # noqa: E402
 from trainer.signatures import make_serving_signatures, raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -51,20 +52,31 @@ def _vocab_size(tf_transform_output: tft.TFTransformOutput, name: str) -> int:
   return int(tf_transform_output.vocabulary_size_by_name(name)) + f.OOV_BUCKETS
 
 
-def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) -> tf.keras.Model:
-  """Builds and compiles the model ``params.model`` names, sized from Transform."""
+# Models built on HistoryRankingModel, which has the kNN term.
+HISTORY_MODELS = ('history_ranking', 'multitask')
+
+
+def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
+                neighbours: Optional[Dict[str, np.ndarray]] = None) -> tf.keras.Model:
+  """Builds and compiles the model ``params.model`` names, sized from Transform.
+
+  ``neighbours`` (``neighbour_statistics`` of the train split) make the
+  history models' kNN term; None leaves the term out.
+  """
   vocab = lambda name: _vocab_size(tf_transform_output, name)  # noqa: E731
   if params.model == 'ranking':
     model = models.RankingModel(
         user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
         embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
-  elif params.model in ('history_ranking', 'multitask'):
+  elif params.model in HISTORY_MODELS:
     model = models.HistoryRankingModel(
         movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
         gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
         embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, cross_layers=params.cross_layers,
         dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage,
-        movie_shrinkage=params.movie_shrinkage, movie_stats_dropout=params.movie_stats_dropout)
+        movie_shrinkage=params.movie_shrinkage, movie_stats_dropout=params.movie_stats_dropout,
+        similarity=None if neighbours is None else similarity.Similarity(
+            neighbours, shrinkage=params.neighbour_shrinkage, name='movie_similarity'))
     if params.model == 'multitask':
       model = multitask.MultitaskModel(
           model, movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
@@ -82,6 +94,17 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput) 
     raise ValueError(f'Unknown optimizer {params.optimizer!r}; available: {sorted(optimizers)}.')
   model.compile(optimizer=optimizers[params.optimizer](learning_rate=params.learning_rate))
   return model
+
+
+def neighbour_statistics(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
+                         train: tf.data.Dataset) -> Optional[Dict[str, np.ndarray]]:
+  """The kNN tables from the train split, for models that use them (else None)."""
+  if params.model not in HISTORY_MODELS or not params.neighbour_shrinkage:
+    return None
+  statistics = similarity.from_dataset(train, _vocab_size(tf_transform_output, f.USER_VOCAB),
+                                       _vocab_size(tf_transform_output, f.MOVIE_VOCAB))
+  logging.info('Item similarities: %d x %d movies from the train split.', *statistics['dot'].shape)
+  return statistics
 
 
 def _callbacks(params: hp.HParams) -> List[tf.keras.callbacks.Callback]:
@@ -117,8 +140,9 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
   train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, params, shuffle=True)
   evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, params, shuffle=False)
+  neighbours = neighbour_statistics(params, tf_transform_output, train)
   tuner = keras_tuner.RandomSearch(
-      hypermodel=lambda hps: build_model(_search_space(hps, params), tf_transform_output),
+      hypermodel=lambda hps: build_model(_search_space(hps, params), tf_transform_output, neighbours),
       objective=keras_tuner.Objective('val_rmse', 'min'),
       max_trials=int(budget.get('max_trials', 10)),
       seed=params.seed, directory=fn_args.working_dir, project_name='movielens')
@@ -146,8 +170,10 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
   strategy = distribution.get_strategy(params.distribution_strategy)
   # TFRS adds layer regularization once per replica and the replicas'
   # gradients are summed: divide L2 so the penalty stays what params says.
+  neighbours = neighbour_statistics(params, tf_transform_output, train)
   with strategy.scope():
-    model = build_model(params.replace(l2=params.l2 / strategy.num_replicas_in_sync), tf_transform_output)
+    model = build_model(params.replace(l2=params.l2 / strategy.num_replicas_in_sync), tf_transform_output,
+                        neighbours)
   if strategy.num_replicas_in_sync > 1 or params.distribution_strategy == distribution.MULTI_WORKER_MIRRORED:
     train, evaluation = distribution.shard_by_data(train), distribution.shard_by_data(evaluation)
   model.fit(train, validation_data=evaluation, epochs=params.epochs, verbose=0,
