@@ -5,8 +5,8 @@ Neighbors", 2010): remove a global mean and regularised user and movie biases
 from every train rating, then score two movies by the cosine of their
 residual columns, shrunk by how many users rated both,
 ``cos(i, j) * n_ij / (n_ij + shrinkage)``. On the seed's time split it takes
-``history_ranking`` from test RMSE 0.9546 to 0.9453 and ``multitask`` from
-0.9542 to 0.9440 (3 seeds, docs/models.md).
+``history_ranking`` from test RMSE 0.9546 to 0.9452 and ``multitask`` from
+0.9542 to 0.9439 (3 seeds, docs/models.md).
 
 The tables are computed once per Trainer run, in memory, from the
 transformed train split (65k ratings: about a second), and saved in the
