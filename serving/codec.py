@@ -227,10 +227,15 @@ def _jsonable(array: np.ndarray, name: str):
 
 
 def _map(array, fn):
+  """``fn`` of every element of an array of any rank, as nested lists."""
   if not isinstance(array, np.ndarray):
     return fn(array)
   if array.ndim == 0:
     return fn(array.item())
+  if array.ndim == 1:
+    return [fn(x) for x in array.tolist()]
+  if array.ndim == 2:
+    return [[fn(x) for x in row] for row in array.tolist()]
   return [_map(a, fn) for a in array]
 
 
