@@ -38,16 +38,13 @@ def _pad(arrays: List[np.ndarray]) -> np.ndarray:
   The raw signatures read "" and 0 as padding, so a padded row means what
   the unpadded one did.
   """
-  if arrays[0].ndim != 2 or len({a.shape[1] for a in arrays}) == 1:
-    return np.concatenate(arrays, axis=0)
-  width = max(a.shape[1] for a in arrays)
-  out = np.full((sum(a.shape[0] for a in arrays), width), b'' if arrays[0].dtype == object else 0,
-                dtype=arrays[0].dtype)
-  row = 0
-  for a in arrays:
-    out[row:row + a.shape[0], :a.shape[1]] = a
-    row += a.shape[0]
-  return out
+  if arrays[0].ndim == 2:
+    width = max(a.shape[1] for a in arrays)
+    fill = b'' if arrays[0].dtype == object else 0
+    arrays = [a if a.shape[1] == width else
+              np.concatenate([a, np.full((a.shape[0], width - a.shape[1]), fill, dtype=a.dtype)], axis=1)
+              for a in arrays]
+  return np.concatenate(arrays, axis=0)
 
 
 class Batcher:
