@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_data_validation as tfdv  # noqa: E402
 from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
+from tfx.utils import path_utils  # noqa: E402
 
 from components.data_validator import checks, report  # noqa: E402
 from components.movielens_example_gen import history, parsing  # noqa: E402
@@ -33,7 +34,6 @@ from pipeline import configs, run_summary  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 RATINGS, SERVING = 'ratings', 'serving'
-SERVING_MODEL_DIR = 'Format-Serving'  # where TFX's Trainer writes the SavedModel in its output
 BAD_VALUE = 'bad_value'
 MISSING_ID = 'missing_id'
 
@@ -57,7 +57,7 @@ class Reference:
     self.examples_uri = examples
     self.data_dir = run_summary.artifact_properties(store, examples).get('data_source_path', '')
     model = run_summary.output_uri(store, run_id, 'Trainer', 'model')
-    self.model_dir = os.path.join(model, SERVING_MODEL_DIR) if model else None
+    self.model_dir = path_utils.serving_model_dir(model) if model else None
 
   def train_statistics(self):
     return checks.split_statistics(self.statistics_uri, 'train')

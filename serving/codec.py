@@ -227,16 +227,10 @@ def _jsonable(array: np.ndarray, name: str):
 
 
 def _map(array, fn):
-  """``fn`` of every element of an array of any rank, as nested lists."""
-  if not isinstance(array, np.ndarray):
-    return fn(array)
-  if array.ndim == 0:
-    return fn(array.item())
-  if array.ndim == 1:
-    return [fn(x) for x in array.tolist()]
-  if array.ndim == 2:
-    return [[fn(x) for x in row] for row in array.tolist()]
-  return [_map(a, fn) for a in array]
+  """``fn`` of every element of an array of any rank (or of a scalar), as nested lists."""
+  def walk(value):
+    return [walk(v) for v in value] if isinstance(value, list) else fn(value)
+  return walk(array.tolist() if isinstance(array, np.ndarray) else array)
 
 
 def format_predict(outputs: Mapping[str, np.ndarray], row_format: bool) -> Dict[str, Any]:

@@ -328,9 +328,6 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
       scores = tf.matmul(model.query_embeddings(request_features), tf.constant(candidate_vectors), transpose_b=True)
     else:
       scores = _rating_scores(request_features, request, batch)
-
-
-
     movie_ids = tf.constant(catalog_np[f.MOVIE_ID])
     scores = tf.where(_seen(model.recommend_movie_index, inputs[f.HISTORY_MOVIE_IDS], row_of_id), -np.inf, scores)
     k = tf.clip_by_value(inputs[K], 0, min(MAX_K, n_movies))

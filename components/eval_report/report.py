@@ -22,6 +22,7 @@ from google.protobuf import json_format
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
+from tfx.utils import path_utils
 
 from components.data_validator import checks
 from components.eval_report import charts
@@ -46,7 +47,6 @@ _SHORT_NAMES = {ec.RMSE: 'RMSE', ec.MAE: 'MAE', ec.MSE: 'MSE', ec.MEAN_PREDICTIO
 SLICE_COLUMNS = (ec.EXAMPLE_COUNT, ec.RMSE, ec.MAE, ec.MEAN_LABEL, ec.MEAN_PREDICTION, ec.CALIBRATION)
 OVERALL = 'Overall'
 _HPARAMS_FILE = os.path.join('assets.extra', 'hparams.json')
-_SERVING_DIR = 'Format-Serving'
 _BLESSED_FILE, _NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
 # Warnings, not gates: a model can pass the RMSE gate by predicting about the
 # mean rating for everyone, which these make visible at the top of the page.
@@ -121,8 +121,8 @@ def _hparams(model_dir: Optional[str]) -> Dict[str, Any]:
   """The hyperparameters the Trainer wrote next to the SavedModel, or {}."""
   if not model_dir:
     return {}
-  for candidate in (os.path.join(model_dir, _HPARAMS_FILE), os.path.join(model_dir, _SERVING_DIR, _HPARAMS_FILE)):
-    found = _read_json(candidate)
+  for folder in (model_dir, path_utils.serving_model_dir(model_dir)):
+    found = _read_json(os.path.join(folder, _HPARAMS_FILE))
     if found is not None:
       return found
   return {}
@@ -386,7 +386,7 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
   """
   evaluation = Evaluation.load(evaluation_uri)
   slices = _slices(evaluation)
-  candidate_dir = os.path.join(model_uri, _SERVING_DIR) if model_uri else evaluation.model_dir('candidate')
+  candidate_dir = path_utils.serving_model_dir(model_uri) if model_uri else evaluation.model_dir('candidate')
   predictions, labels = predict(candidate_dir, examples_uri, eval_split)
   hparams = {'candidate': _hparams(candidate_dir), 'baseline': _hparams(evaluation.model_dir('baseline'))}
   model_name = hparams['candidate'].get('model', 'the candidate model')
