@@ -9,7 +9,7 @@ setuptools.setup(
     version='0.1.0',
     description='A production TFX pipeline for a MovieLens recommender (TFRS models, TFMA, TF Serving).',
     python_requires='>=3.10,<3.11',
-    packages=setuptools.find_packages(include=['pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*',
+    packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*',
                                                'serving*']),
     package_data={'components': ['*/README.md']},
     install_requires=[

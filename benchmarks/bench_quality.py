@@ -30,6 +30,7 @@ import tensorflow_transform as tft  # noqa: E402
 from benchmarks import common  # noqa: E402
 from components.data_validator.checks import split_files  # noqa: E402
 from components.retrieval_evaluator import protocol  # noqa: E402
+from contract import names  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
 from trainer import retrieval, task  # noqa: E402
@@ -103,7 +104,7 @@ def predict(model, tf_transform_output, serialized, movie_stats=True) -> np.ndar
 
 def _reference_run(output_root: str, data_dir: str):
   """Transform and ExampleGen outputs of the newest run, running the pipeline if there is none."""
-  metadata = os.path.join(output_root, 'metadata', configs.PIPELINE_NAME, 'metadata.db')
+  metadata = names.metadata_path(output_root)
   if not os.path.exists(metadata):
     print(f'[bench-quality] running the pipeline into {output_root} for its splits and Transform ...', flush=True)
     subprocess.run([sys.executable, '-m', 'pipeline.local_runner', '--output-root', output_root, '--epochs', '1',
@@ -111,9 +112,9 @@ def _reference_run(output_root: str, data_dir: str):
                    check=True, stdout=subprocess.DEVNULL)
   store = run_summary.open_store(metadata)
   run_id = run_summary.latest_run_id(store, configs.PIPELINE_NAME)
-  return (run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'examples'),
-          run_summary.output_uri(store, run_id, 'Transform', 'transform_graph'),
-          run_summary.output_uri(store, run_id, 'Transform', 'transformed_examples'))
+  return (run_summary.output_uri(store, run_id, names.EXAMPLE_GEN, 'examples'),
+          run_summary.output_uri(store, run_id, names.TRANSFORM, 'transform_graph'),
+          run_summary.output_uri(store, run_id, names.TRANSFORM, 'transformed_examples'))
 
 
 def _summary(per_seed, cold, warm, labels):

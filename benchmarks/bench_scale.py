@@ -42,6 +42,8 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Dict, List, Optional  # noqa: E402
 
+from contract import names  # noqa: E402
+
 NAME = 'scale'
 DEFAULT_SIZES = (100_000, 1_000_000, 10_000_000)
 # Stage name to (first, last) node ids of the partial run; the subgraph
@@ -170,7 +172,7 @@ def _split_counts(root: str) -> Dict[str, int]:
   """Examples per split, from ExampleGen's quarantine summary."""
   pattern_root = os.path.join(root, 'pipeline', 'MovieLensExampleGen', 'quarantine')
   [run_dir] = os.listdir(pattern_root)
-  with open(os.path.join(pattern_root, run_dir, 'summary.json')) as fh:
+  with open(os.path.join(pattern_root, run_dir, names.QUARANTINE_SUMMARY_FILE)) as fh:
     summary = json.load(fh)
   if summary['rows_quarantined']:
     raise RuntimeError(f'ExampleGen quarantined {summary["rows_quarantined"]} synthetic rows: '

@@ -40,6 +40,7 @@ from typing import Dict, List  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks import common  # noqa: E402
+from contract import names  # noqa: E402
 
 NAME = 'serving'
 MODEL_NAME = 'movielens_ranking'
@@ -110,7 +111,7 @@ class Requests:
     return [{name: r[name] for name in inputs} for r in rows]
 
 
-SCENARIOS = (('predict_b1', 'serving_default', 1), ('predict_b100', 'serving_default', 100),
+SCENARIOS = (('predict_b1', names.SERVING_DEFAULT, 1), ('predict_b100', names.SERVING_DEFAULT, 100),
              ('recommend_k10', 'recommend', 1))
 
 
@@ -281,7 +282,7 @@ def main(argv=None):
     scenarios[name].update({f'direct_{k}': v for k, v in floor.items() if k != 'error_samples'})
     floor_one = direct(model_dir, signature, pools[name], 1, min(args.duration_s, 5.0))
     scenarios[name]['direct_1_client_p50_ms'] = floor_one['p50_ms']
-  hparams_path = os.path.join(model_dir, 'assets.extra', 'hparams.json')
+  hparams_path = os.path.join(model_dir, 'assets.extra', names.HPARAMS_FILE)
   model = json.load(open(hparams_path)).get('model') if os.path.exists(hparams_path) else None
   recommend = scenarios['recommend_k10']
   result = {

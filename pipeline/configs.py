@@ -6,8 +6,7 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Optional
 
-PIPELINE_NAME = 'movielens-recommender'
-MODEL_NAME = 'movielens_ranking'
+from contract.names import MODEL_NAME, PIPELINE_NAME  # noqa: F401 (re-exported for runners)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSFORM_MODULE_FILE = os.path.join(_REPO_ROOT, 'transforms', 'preprocessing.py')

@@ -24,18 +24,17 @@ from typing import Dict, Optional, Tuple
 import tensorflow_model_analysis as tfma
 
 from pipeline.configs import PipelineConfig
-from trainer.models import PREDICTION_KEY
+from contract import names
 from transforms import features as f
 
 # The split the Evaluator evaluates: held out in time after train and eval.
 EVAL_SPLIT = 'test'
-# Called on every model TFMA evaluates: serialized examples to Transform's
-# outputs, which include the slice-only features.
-TRANSFORM_SIGNATURE = 'transform_features'
-# A signature that takes serialized tf.Examples: with ``tf_generic`` TFMA
-# calls it instead of ``model.evaluate``, which fails on a TFRS model with
-# compiled metrics.
-SERVING_SIGNATURE = 'serving_tf_example'
+# TFMA calls the model's transform_features signature (serialized examples
+# to Transform's outputs, slice-only features included) and, with
+# ``tf_generic``, its serving_tf_example signature instead of
+# ``model.evaluate``, which fails on a TFRS model with compiled metrics.
+TRANSFORM_SIGNATURE = names.TRANSFORM_FEATURES
+SERVING_SIGNATURE = names.SERVING_TF_EXAMPLE
 
 # Transform outputs spelled by preprocessing_fn without a constant in
 # transforms/features.py.
@@ -144,7 +143,7 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
       model_specs=[tfma.ModelSpec(
           model_type='tf_generic', signature_name=SERVING_SIGNATURE,
           preprocessing_function_names=[TRANSFORM_SIGNATURE],
-          label_key=f.LABEL_KEY, prediction_key=PREDICTION_KEY)],
+          label_key=f.LABEL_KEY, prediction_key=names.PREDICTION_KEY)],
       slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[s.key]) for s in SLICE_FEATURES],
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name='ExampleCount'),

@@ -24,6 +24,7 @@ from tfx import v1 as tfx  # noqa: E402
 
 from components.data_validator import DataValidationError  # noqa: E402
 from components.movielens_example_gen import parsing  # noqa: E402
+from contract import names  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from pipeline.pipeline import create_pipeline  # noqa: E402
 from trainer import hparams as hparams_lib  # noqa: E402
@@ -130,7 +131,7 @@ def build(args: argparse.Namespace):
       tuner_trials=args.tune_trials,
       tuner_epochs=args.tune_epochs,
       rmse_threshold=args.rmse_threshold)
-  metadata_path = os.path.join(root, 'metadata', configs.PIPELINE_NAME, 'metadata.db')
+  metadata_path = names.metadata_path(root)
   os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
   pipeline = create_pipeline(
       config, beam_pipeline_args=configs.BEAM_PIPELINE_ARGS[args.runner],
@@ -146,26 +147,26 @@ def summarize(metadata_path: str, pipeline_name: str, wall_s: float) -> dict:
   runs = run_summary.component_runs(store, run_id)
   summary = {'run_id': run_id, 'wall_s': round(wall_s, 1),
              'components': {r.component_id: {'state': r.state, 'seconds': round(r.seconds, 1)} for r in runs}}
-  examples = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'examples')
+  examples = run_summary.output_uri(store, run_id, names.EXAMPLE_GEN, 'examples')
   if examples:
     properties = run_summary.artifact_properties(store, examples)
     summary['data'] = {k: v for k, v in properties.items() if k.startswith(('data_source', 'rows_'))}
-    quarantine = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'quarantine')
-    with open(os.path.join(quarantine, 'summary.json')) as fh:
+    quarantine = run_summary.output_uri(store, run_id, names.EXAMPLE_GEN, 'quarantine')
+    with open(os.path.join(quarantine, names.QUARANTINE_SUMMARY_FILE)) as fh:
       summary['data']['quarantined_by_reason'] = json.load(fh)['counts_by_reason']
-  anomalies = run_summary.output_uri(store, run_id, 'ExampleValidator', 'anomalies')
+  anomalies = run_summary.output_uri(store, run_id, names.EXAMPLE_VALIDATOR, 'anomalies')
   if anomalies:
     summary['data_validation_report'] = os.path.join(anomalies, 'report.html')
-  evaluation = run_summary.output_uri(store, run_id, 'Evaluator', 'evaluation')
+  evaluation = run_summary.output_uri(store, run_id, names.EVALUATOR, 'evaluation')
   if evaluation:
     summary['test_metrics'] = run_summary.evaluation_metrics(evaluation)
-  blessing = run_summary.output_uri(store, run_id, 'Evaluator', 'blessing')
+  blessing = run_summary.output_uri(store, run_id, names.EVALUATOR, 'blessing')
   if blessing:
     summary['blessed'] = bool(run_summary.artifact_properties(store, blessing).get('blessed', 0))
-  report = run_summary.output_uri(store, run_id, 'EvalReport', 'report')
+  report = run_summary.output_uri(store, run_id, names.EVAL_REPORT, 'report')
   if report:
     summary['evaluation_report'] = run_summary.artifact_properties(store, report).get('report')
-  pushed = run_summary.output_uri(store, run_id, 'Pusher', 'pushed_model')
+  pushed = run_summary.output_uri(store, run_id, names.PUSHER, 'pushed_model')
   if pushed:
     properties = run_summary.artifact_properties(store, pushed)
     summary['pushed'] = bool(properties.get('pushed', 0))

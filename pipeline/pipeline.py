@@ -6,6 +6,7 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base import executor_spec
 
 from components import idempotent_pusher
+from contract import names
 from components.data_validator import DataValidator
 from components.eval_report import EvalReport
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
@@ -35,18 +36,18 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       data_dir=config.data_dir,
       split_config=config.split_config or SplitConfig().to_json(),
       max_bad_fraction=config.max_bad_fraction,
-      data_fingerprint=config.data_fingerprint).with_id('MovieLensExampleGen')
+      data_fingerprint=config.data_fingerprint).with_id(names.EXAMPLE_GEN)
 
   # Per-split statistics: input to the schema, the validator and drift checks.
   statistics_gen = tfx.components.StatisticsGen(
-      examples=example_gen.outputs['examples']).with_id('StatisticsGen')
+      examples=example_gen.outputs['examples']).with_id(names.STATISTICS_GEN)
 
   # A reviewed schema when one is given, otherwise one inferred from the data.
   if config.schema_path:
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path).with_id('ImportSchemaGen')
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path).with_id(names.IMPORT_SCHEMA_GEN)
   else:
     schema_gen = tfx.components.SchemaGen(
-        statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True).with_id('SchemaGen')
+        statistics=statistics_gen.outputs['statistics'], infer_feature_shape=True).with_id(names.SCHEMA_GEN)
 
   # Schema anomalies of every split, drift and id OOV of eval/test against
   # train; fails the run on any, so nothing is trained on bad data.
@@ -56,7 +57,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=example_gen.outputs['examples'],
       quarantine=example_gen.outputs['quarantine'],
       oov_thresholds=config.oov_thresholds,
-      fail_on_anomalies=config.fail_on_anomalies).with_id('ExampleValidator')
+      fail_on_anomalies=config.fail_on_anomalies).with_id(names.EXAMPLE_VALIDATOR)
 
   # Vocabularies and scalings fitted on train only, applied to train and eval;
   # the Evaluator runs the same graph inside the model on raw test examples.
@@ -68,7 +69,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       # already covers the raw splits.
       disable_statistics=not config.transform_statistics,
       splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval'])
-  ).with_id('Transform')
+  ).with_id(names.TRANSFORM)
   # Transform consumes no output of the validator, so order it explicitly:
   # a failed validation stops the run before anything is trained or pushed.
   transform.add_upstream_node(example_validator)
@@ -86,7 +87,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
         eval_args=tfx.proto.EvalArgs(splits=['eval']),
         custom_config={'hparams': config.hparams,
                        'tuner': {'max_trials': config.tuner_trials, 'epochs': config.tuner_epochs}}
-    ).with_id('Tuner')
+    ).with_id(names.TUNER)
 
   # Fits the TFRS model and exports it with raw, tf.Example and transform signatures.
   trainer = tfx.components.Trainer(
@@ -97,7 +98,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
       train_args=tfx.proto.TrainArgs(splits=['train']),
       eval_args=tfx.proto.EvalArgs(splits=['eval']),
-      custom_config={'hparams': config.hparams}).with_id('Trainer')
+      custom_config={'hparams': config.hparams}).with_id(names.TRAINER)
 
   # The latest blessed model is the baseline a candidate must not fall behind.
   model_resolver = None
@@ -106,7 +107,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
-    ).with_id('LatestBlessedModelResolver')
+    ).with_id(names.MODEL_RESOLVER)
 
   # TFMA on the held-out test split, overall and by slice (eval_config.py);
   # blesses the model or not.
@@ -115,12 +116,12 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       model=trainer.outputs['model'],
       baseline_model=model_resolver.outputs['model'] if model_resolver else None,
       example_splits=[EVAL_SPLIT],
-      eval_config=make_eval_config(config)).with_id('Evaluator')
+      eval_config=make_eval_config(config)).with_id(names.EVALUATOR)
 
   # Recall@K and NDCG@K of the model's retrieval towers (multitask) against
   # popularity, per test user; TFMA scores one prediction per example, not lists.
   retrieval_evaluator = RetrievalEvaluator(
-      examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id('RetrievalEvaluator')
+      examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id(names.RETRIEVAL_EVALUATOR)
 
   # One static page a reviewer can decide from: the blessing and why, metrics
   # against the baseline, slices, fairness, calibration and the data.
@@ -132,7 +133,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       quarantine=example_gen.outputs['quarantine'],
       anomalies=example_validator.outputs['anomalies'],
       retrieval=retrieval_evaluator.outputs['evaluation'],
-      eval_split=EVAL_SPLIT).with_id('EvalReport')
+      eval_split=EVAL_SPLIT).with_id(names.EVAL_REPORT)
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
   # unless that same model is already there.
@@ -142,7 +143,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=f'{config.serving_model_dir}/{config.model_name}'))).with_id('Pusher')
+              base_directory=f'{config.serving_model_dir}/{config.model_name}'))).with_id(names.PUSHER)
 
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

@@ -30,6 +30,7 @@ from tfx.utils import path_utils  # noqa: E402
 
 from components.data_validator import checks, report  # noqa: E402
 from components.movielens_example_gen import history, parsing  # noqa: E402
+from contract import names  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -42,21 +43,21 @@ class Reference:
   """What a batch is compared with: one pipeline run's training split."""
 
   def __init__(self, output_root: str):
-    metadata = os.path.join(output_root, 'metadata', configs.PIPELINE_NAME, 'metadata.db')
+    metadata = names.metadata_path(output_root)
     if not os.path.exists(metadata):
       raise SystemExit(f'No pipeline run found ({metadata} is missing). Run `make run` first, '
                        'or point --output-root at the outputs of one.')
     store = run_summary.open_store(metadata)
     run_id = run_summary.latest_run_id(store, configs.PIPELINE_NAME)
-    statistics = run_summary.output_uri(store, run_id, 'StatisticsGen', 'statistics')
-    examples = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'examples')
+    statistics = run_summary.output_uri(store, run_id, names.STATISTICS_GEN, 'statistics')
+    examples = run_summary.output_uri(store, run_id, names.EXAMPLE_GEN, 'examples')
     if not (statistics and examples):
       raise SystemExit(f'Run {run_id} in {metadata} has no statistics or examples; run the pipeline to the end.')
     self.run_id = run_id
     self.statistics_uri = statistics
     self.examples_uri = examples
     self.data_dir = run_summary.artifact_properties(store, examples).get('data_source_path', '')
-    model = run_summary.output_uri(store, run_id, 'Trainer', 'model')
+    model = run_summary.output_uri(store, run_id, names.TRAINER, 'model')
     self.model_dir = path_utils.serving_model_dir(model) if model else None
 
   def train_statistics(self):
@@ -73,7 +74,7 @@ def served_features(model_dir: str) -> List[str]:
     meta_graph = saved_model_utils.get_meta_graph_def(model_dir, 'serve')
   except (OSError, RuntimeError) as e:
     raise SystemExit(f'Cannot read the served model at {model_dir} ({e}); pass --model-dir.')
-  return sorted(meta_graph.signature_def['serving_default'].inputs)
+  return sorted(meta_graph.signature_def[names.SERVING_DEFAULT].inputs)
 
 
 def serving_schema(schema: schema_pb2.Schema, required: Sequence[str]) -> schema_pb2.Schema:
@@ -254,7 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         examples, bad_rows, args.kind, schema, reference.train_statistics(), reference.train_ids(),
         json.loads(args.oov_thresholds), work_dir)
   os.makedirs(report_dir, exist_ok=True)
-  with open(os.path.join(report_dir, 'quarantine.jsonl'), 'w') as fh:
+  with open(os.path.join(report_dir, names.QUARANTINE_ROWS_FILE), 'w') as fh:
     fh.writelines(row.to_json() + '\n' for row in bad_rows)
   context.update({'batch': os.path.abspath(args.batch), 'kind': args.kind, 'rows_valid': len(examples),
                   'rows_quarantined': len(bad_rows), 'reference_run': reference.run_id,

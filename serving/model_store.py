@@ -21,12 +21,12 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from serving import batcher as batcher_lib
 from serving.codec import BadRequest, InputSpec
-from trainer import signatures as sig
+from contract import names
 
 _DTYPES = {'DT_STRING': 'string', 'DT_INT64': 'int64', 'DT_INT32': 'int32', 'DT_FLOAT': 'float32'}
 # Served over REST; transform_features is for the Evaluator and returns
 # tensors TF Serving's JSON has no use for.
-SERVED_SIGNATURES = ('serving_default', 'serving_tf_example', sig.RECOMMEND)
+SERVED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.RECOMMEND)
 
 
 class Options:
@@ -51,7 +51,7 @@ class Signature:
     self.inputs = {n: InputSpec(n, _DTYPES[t['dtype']], len(t['tensor_shape'].get('dim', [])))
                    for n, t in definition['inputs'].items()}
     self.outputs = sorted(definition['outputs'])
-    is_recommend = name == sig.RECOMMEND
+    is_recommend = name == names.RECOMMEND
     self.batcher = batcher_lib.Batcher(
         fn, max_rows=options.max_recommend_rows if is_recommend else options.max_batch_rows,
         workers=options.workers, trim=_trim_to_k if is_recommend else None,
@@ -63,13 +63,13 @@ class Signature:
     for name, spec in self.inputs.items():
       shape = (1,) if spec.rank == 1 else (1, 1)
       out[name] = (np.full(shape, b'', dtype=object) if spec.dtype == 'string'
-                   else np.ones(shape, spec.dtype) if name == sig.K else np.zeros(shape, spec.dtype))
+                   else np.ones(shape, spec.dtype) if name == names.K else np.zeros(shape, spec.dtype))
     return out
 
 
 def _trim_to_k(inputs: Dict[str, np.ndarray], outputs: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
   """A recommend request merged with others gets the width it would get alone."""
-  width = int(np.clip(inputs[sig.K], 0, sig.MAX_K).max())
+  width = int(np.clip(inputs[names.K], 0, names.MAX_K).max())
   return {name: value[:, :width] for name, value in outputs.items()}
 
 
@@ -106,7 +106,7 @@ class Servable:
     Raises whatever TensorFlow raises: a version that cannot answer the
     defaults is not served.
     """
-    for name in ('serving_default', sig.RECOMMEND):
+    for name in (names.SERVING_DEFAULT, names.RECOMMEND):
       if name in self.signatures:
         self.signatures[name].batcher.submit(self.signatures[name].example(), 1).result()
 

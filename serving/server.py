@@ -41,12 +41,11 @@ import tornado.web  # noqa: E402
 from serving import codec, model_store  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from serving.request_log import RequestLog  # noqa: E402
-from trainer import signatures as sig  # noqa: E402
+from contract import names  # noqa: E402
 from transforms import features as f  # noqa: E402
 
-DEFAULT_MODEL_NAME = 'movielens_ranking'
-DEFAULT_K = 10
-_LOGGED_SIGNATURES = ('serving_default', 'serving_tf_example')
+DEFAULT_MODEL_NAME = names.MODEL_NAME
+_LOGGED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE)
 
 
 class Config:
@@ -237,7 +236,7 @@ class PredictHandler(_Handler):
 
   async def _predict(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
     body = dict(body)
-    signature = self._signature(servable, body.pop('signature_name', 'serving_default'))
+    signature = self._signature(servable, body.pop('signature_name', names.SERVING_DEFAULT))
     arrays, row_format = codec.parse_predict(body, signature.inputs, self.state.config.limits)
     outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
     self._observe(servable, signature.name, arrays, outputs)
@@ -245,20 +244,20 @@ class PredictHandler(_Handler):
 
   def _observe(self, servable, signature: str, arrays, outputs):
     metrics = self.state.metrics
-    if sig.SCORES in outputs:
-      metrics.observe_predictions(servable.name, signature, outputs[sig.SCORES][outputs[sig.MOVIE_IDS] != b''])
+    if names.SCORES in outputs:
+      metrics.observe_predictions(servable.name, signature, outputs[names.SCORES][outputs[names.MOVIE_IDS] != b''])
     elif 'predictions' in outputs:
       metrics.observe_predictions(servable.name, signature, np.ravel(outputs['predictions']))
       if self.state.request_log and signature in _LOGGED_SIGNATURES:
         self.state.request_log.log(servable.version, signature, arrays, outputs['predictions'])
 
   async def _recommend(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
-    signature = self._signature(servable, sig.RECOMMEND)
+    signature = self._signature(servable, names.RECOMMEND)
     arrays, _ = codec.parse_predict({'instances': [_recommend_instance(body, signature.inputs)]},
                                     signature.inputs, self.state.config.limits)
     outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
-    self._observe(servable, sig.RECOMMEND, arrays, outputs)
-    ids, titles, scores = (outputs[n][0] for n in (sig.MOVIE_IDS, sig.TITLES, sig.SCORES))
+    self._observe(servable, names.RECOMMEND, arrays, outputs)
+    ids, titles, scores = (outputs[n][0] for n in (names.MOVIE_IDS, names.TITLES, names.SCORES))
     return {'model_version': str(servable.version), 'recommendations': [
         {'movie_id': m.decode(), 'title': t.decode('utf-8', 'replace'), 'score': float(s)}
         for m, t, s in zip(ids, titles, scores) if m]}
@@ -281,10 +280,10 @@ def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]
     elif spec.rank == 2:
       instance[name] = []
     else:
-      instance[name] = DEFAULT_K if name == sig.K else ('' if spec.dtype == 'string' else 0)
-  k = instance[sig.K]
-  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= sig.MAX_K:
-    raise codec.BadRequest(f'"k" must be an integer from 1 to {sig.MAX_K}, got {json.dumps(k)}.')
+      instance[name] = names.DEFAULT_K if name == names.K else ('' if spec.dtype == 'string' else 0)
+  k = instance[names.K]
+  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= names.MAX_K:
+    raise codec.BadRequest(f'"k" must be an integer from 1 to {names.MAX_K}, got {json.dumps(k)}.')
   ids, ratings = instance[f.HISTORY_MOVIE_IDS], instance[f.HISTORY_RATINGS]
   if not isinstance(ids, list) or not isinstance(ratings, list) or len(ids) != len(ratings):
     raise codec.BadRequest('"history_movie_ids" and "history_ratings" must be lists of the same length, '

@@ -19,8 +19,8 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components.eval_report import cli as eval_report_cli
+from contract import names
 from pipeline import configs, local_runner, run_summary
-from trainer.models import PREDICTION_KEY
 
 from test_eval_report import _chromium_args, _Dom
 
@@ -82,7 +82,7 @@ def test_killed_run_is_completed_by_running_again(runs):
 
 
 def test_split_counts_are_the_seeds(runs):
-  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  store = run_summary.open_store(names.metadata_path(str(runs['root'])))
   run_id = runs['resumed']['run_id']
   examples_uri = run_summary.output_uri(store, run_id, 'MovieLensExampleGen', 'examples')
   props = run_summary.artifact_properties(store, examples_uri)
@@ -117,7 +117,7 @@ def test_rerun_does_not_push_the_same_model_twice(runs):
 
 
 def test_run_leaves_an_anomalies_artifact_with_a_report(runs):
-  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  store = run_summary.open_store(names.metadata_path(str(runs['root'])))
   uri = run_summary.output_uri(store, runs['resumed']['run_id'], 'ExampleValidator', 'anomalies')
   for split in ('train', 'eval', 'test'):
     assert os.path.exists(os.path.join(uri, f'Split-{split}', 'SchemaDiff.pb'))
@@ -131,7 +131,7 @@ def _report(summary):
 
 
 def test_evaluation_report_numbers_are_tfmas(runs):
-  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  store = run_summary.open_store(names.metadata_path(str(runs['root'])))
   for name in ('resumed', 'cached'):
     summary = runs[name]
     report = _report(summary)
@@ -197,7 +197,7 @@ def test_injected_drift_halts_the_pipeline_before_training(ml100k_dir, tmp_path)
       '\t'.join([u, m, str(min(5, int(r) + 1)) if int(t) > cutoff else r, t]) + '\n' for u, m, r, t in rows))
   root = tmp_path / 'out'
   assert local_runner.main(['--data-dir', str(data), '--output-root', str(root)]) == local_runner.DATA_VALIDATION_FAILED
-  summary = local_runner.summarize(str(root / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'),
+  summary = local_runner.summarize(names.metadata_path(str(root)),
                                    configs.PIPELINE_NAME, 0.0)
   assert summary['components']['ExampleValidator']['state'] == 'FAILED'
   assert not {'Transform', 'Trainer', 'Pusher'} & set(summary['components'])
@@ -216,7 +216,7 @@ def tuned(ml100k_dir, tmp_path_factory):
 def test_tuner_best_hyperparameters_reach_the_trainer(tuned):
   root, summary = tuned
   assert summary['components']['Tuner']['state'] == 'COMPLETE'
-  store = run_summary.open_store(str(root / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  store = run_summary.open_store(names.metadata_path(str(root)))
   best_uri = run_summary.output_uri(store, summary['run_id'], 'Tuner', 'best_hyperparameters')
   # Read back from MLMD: the Trainer's input is the Tuner's output.
   assert run_summary.input_uri(store, summary['run_id'], 'Trainer', 'hyperparameters') == best_uri
@@ -238,7 +238,7 @@ def test_tuned_history_model_beats_the_seed_after_five_epochs(tuned):
 
 def test_retrieval_towers_are_scored_in_the_pipeline_and_recorded_in_mlmd(runs):
   summary = runs['resumed']
-  store = run_summary.open_store(str(runs['root'] / 'metadata' / configs.PIPELINE_NAME / 'metadata.db'))
+  store = run_summary.open_store(names.metadata_path(str(runs['root'])))
   uri = run_summary.output_uri(store, summary['run_id'], 'RetrievalEvaluator', 'evaluation')
   props = run_summary.artifact_properties(store, uri)
   assert props['evaluated'] == 1 and props['cases'] == 273
@@ -262,6 +262,6 @@ def test_pushed_model_predicts_ratings_from_raw_values(runs):
       inputs[name] = tf.zeros([2, 1], spec.dtype) if spec.dtype != tf.string else tf.fill([2, 1], '')
     else:
       inputs[name] = tf.zeros([2], spec.dtype)
-  ratings = serve(**inputs)[PREDICTION_KEY].numpy().ravel()
+  ratings = serve(**inputs)[names.PREDICTION_KEY].numpy().ravel()
   assert ratings.shape == (2,) and np.isfinite(ratings).all()
   assert ((ratings >= 1.0) & (ratings <= 5.0)).all()

@@ -8,6 +8,7 @@ import tensorflow_transform as tft
 
 from benchmarks import bench_quality
 from components.retrieval_evaluator import executor, protocol
+from contract import names
 from trainer import hparams as hp
 from trainer import retrieval
 from trainer.signatures import raw_spec_without_label
@@ -79,7 +80,7 @@ def test_saved_model_is_scored_through_retrieve_as_in_process(tiny_transform, tm
   retrieve = retrieval.make_retrieve_signature(
       model, model.tft_layer, raw_spec_without_label(output), output.vocabulary_by_name(f.MOVIE_VOCAB))
   model_dir = str(tmp_path / 'model')
-  tf.saved_model.save(model, model_dir, signatures={retrieval.RETRIEVE_SIGNATURE: retrieve})
+  tf.saved_model.save(model, model_dir, signatures={names.RETRIEVE: retrieve})
 
   result = executor.evaluate(examples, model_dir)
   assert result['evaluated'] and result['cases'] > 0

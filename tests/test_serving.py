@@ -12,10 +12,10 @@ import requests
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from contract import names
 from serving import codec, server as server_lib
 from trainer import hparams as hp
 from trainer import signatures as sig
-from trainer.models import PREDICTION_KEY
 from trainer.task import build_model
 from transforms import features as f
 
@@ -99,7 +99,7 @@ def direct(loaded, instances):
   """The same instances through the loaded SavedModel, no server."""
   specs = loaded.signatures['serving_default'].structured_input_signature[1]
   return loaded.signatures['serving_default'](**{
-      n: tf.constant([x[n] for x in instances], s.dtype) for n, s in specs.items()})[PREDICTION_KEY].numpy()
+      n: tf.constant([x[n] for x in instances], s.dtype) for n, s in specs.items()})[names.PREDICTION_KEY].numpy()
 
 
 def test_status_and_metadata_are_tf_servings(served):
@@ -162,7 +162,7 @@ def test_tf_example_signature_takes_base64(served, tiny_transform):
   broken = client.post(f'/v1/models/{NAME}:predict', {'signature_name': 'serving_tf_example',
                                                       'instances': [{'b64': 'bm90IGEgcHJvdG8='}]})
   assert broken.status_code == 400 and 'Graph execution' not in broken.json()['error']
-  expected = loaded.signatures['serving_tf_example'](examples=tf.constant(examples))[PREDICTION_KEY].numpy()
+  expected = loaded.signatures['serving_tf_example'](examples=tf.constant(examples))[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(response.json()['predictions'], expected, rtol=1e-5)
 
 
@@ -184,7 +184,7 @@ def test_recommend_route_fills_defaults_and_leaves_out_the_history(served, tiny_
   # A brand-new user with no history gets the default k, or the whole tiny catalog.
   n_movies = len(sig.read_catalog(tft.TFTransformOutput(tiny_transform[0]))[f.MOVIE_ID])
   newcomer = client.post(f'/v1/models/{NAME}:recommend', {}).json()['recommendations']
-  assert len(newcomer) == min(server_lib.DEFAULT_K, n_movies)
+  assert len(newcomer) == min(names.DEFAULT_K, n_movies)
 
 
 BAD_REQUESTS = [

@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from contract import names
 from trainer import hparams as hp
 from trainer import signatures
-from trainer.models import PREDICTION_KEY
 from trainer.task import build_model
 from transforms import features as f
 
@@ -30,12 +30,12 @@ def _export(tiny_transform, tmp_path, model_name):
 def _user(loaded, history=(), k=3, **values):
   """One recommend row with defaults for every input the signature has."""
   inputs = {}
-  for name, spec in loaded.signatures[signatures.RECOMMEND].structured_input_signature[1].items():
+  for name, spec in loaded.signatures[names.RECOMMEND].structured_input_signature[1].items():
     if name == f.HISTORY_MOVIE_IDS:
       inputs[name] = tf.constant([[m for m, _ in history] + ['']])
     elif name == f.HISTORY_RATINGS:
       inputs[name] = tf.constant([[float(r) for _, r in history] + [0.0]])
-    elif name == signatures.K:
+    elif name == names.K:
       inputs[name] = tf.constant([k], tf.int32)
     elif spec.dtype == tf.string:
       inputs[name] = tf.constant([values.get(name, '')])
@@ -51,11 +51,11 @@ def exported(request, tiny_transform, tmp_path_factory):
 
 def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
   loaded, _, _ = exported
-  inputs = set(loaded.signatures[signatures.RECOMMEND].structured_input_signature[1])
-  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, signatures.K} <= inputs
-  assert inputs - {signatures.K} <= set(signatures.REQUEST_FEATURES)
+  inputs = set(loaded.signatures[names.RECOMMEND].structured_input_signature[1])
+  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K} <= inputs
+  assert inputs - {names.K} <= set(signatures.REQUEST_FEATURES)
   assert set(loaded.signatures) == {'serving_default', 'serving_tf_example', 'transform_features',
-                                    signatures.RECOMMEND}
+                                    names.RECOMMEND}
 
 
 def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs(exported, tiny_transform):
@@ -63,9 +63,9 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
   catalog = signatures.read_catalog(output)
   history = [('1', 4), ('2', 2)]
   user = dict(user_id='3', user_age=27, user_gender='F', user_occupation='writer', timestamp=880000000)
-  top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, history, k=4, **user))
-  ids = [m.decode() for m in top[signatures.MOVIE_IDS].numpy()[0]]
-  scores = top[signatures.SCORES].numpy()[0]
+  top = loaded.signatures[names.RECOMMEND](**_user(loaded, history, k=4, **user))
+  ids = [m.decode() for m in top[names.MOVIE_IDS].numpy()[0]]
+  scores = top[names.SCORES].numpy()[0]
   assert len(ids) == 4 and not {'1', '2'} & set(ids)
   assert list(scores) == sorted(scores, reverse=True)
   # The same user and movies, scored one pair at a time through serving_default.
@@ -97,26 +97,26 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
         {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m.encode()) for m in ids], tf.int64)})
     expected = tf.matmul(query, candidates, transpose_b=True).numpy()[0]
   else:
-    expected = serve(**request)[PREDICTION_KEY].numpy()[:, 0]
+    expected = serve(**request)[names.PREDICTION_KEY].numpy()[:, 0]
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
   titles = dict(zip(catalog[f.MOVIE_ID], catalog[f.MOVIE_TITLE]))
-  assert list(top[signatures.TITLES].numpy()[0]) == [titles[m.encode()] for m in ids]
+  assert list(top[names.TITLES].numpy()[0]) == [titles[m.encode()] for m in ids]
 
 
 def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):
   loaded, output, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
-  unknown = loaded.signatures[signatures.RECOMMEND](
+  unknown = loaded.signatures[names.RECOMMEND](
       **_user(loaded, [('no-such-movie', 5)], k=5, user_id='no-such-user', user_gender='X', user_occupation='?'))
-  assert np.isfinite(unknown[signatures.SCORES].numpy()).all()
-  assert all(m for m in unknown[signatures.MOVIE_IDS].numpy()[0])
+  assert np.isfinite(unknown[names.SCORES].numpy()).all()
+  assert all(m for m in unknown[names.MOVIE_IDS].numpy()[0])
   # Seen everything but one movie: one recommendation, the rest padded.
   catalog_ids = [m.decode() for m in signatures.read_catalog(output)[f.MOVIE_ID]]
   seen_all_but_one = [(m, 3) for m in catalog_ids[1:]]
-  top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, seen_all_but_one, k=n_movies))
-  ids = [m.decode() for m in top[signatures.MOVIE_IDS].numpy()[0]]
+  top = loaded.signatures[names.RECOMMEND](**_user(loaded, seen_all_but_one, k=n_movies))
+  ids = [m.decode() for m in top[names.MOVIE_IDS].numpy()[0]]
   assert ids[0] == catalog_ids[0] and set(ids[1:]) == {''}
-  assert (top[signatures.SCORES].numpy()[0][1:] == 0).all()
+  assert (top[names.SCORES].numpy()[0][1:] == 0).all()
 
 
 def test_recommend_batches_users_with_their_own_k(exported):
@@ -124,17 +124,17 @@ def test_recommend_batches_users_with_their_own_k(exported):
   one = _user(loaded, k=2, user_id='1')
   two = _user(loaded, k=4, user_id='5', user_age=60)
   batch = {n: tf.concat([one[n], two[n]], 0) for n in one}
-  top = loaded.signatures[signatures.RECOMMEND](**batch)
-  ids = top[signatures.MOVIE_IDS].numpy()
+  top = loaded.signatures[names.RECOMMEND](**batch)
+  ids = top[names.MOVIE_IDS].numpy()
   assert ids.shape == (2, 4)
   assert ids[0][2:].tolist() == [b'', b''] and all(ids[1])
-  alone = loaded.signatures[signatures.RECOMMEND](**two)
-  np.testing.assert_allclose(top[signatures.SCORES].numpy()[1], alone[signatures.SCORES].numpy()[0], rtol=1e-5)
+  alone = loaded.signatures[names.RECOMMEND](**two)
+  np.testing.assert_allclose(top[names.SCORES].numpy()[1], alone[names.SCORES].numpy()[0], rtol=1e-5)
 
 
 def test_recommend_clips_k(exported, tiny_transform):
   loaded, output, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
-  top = loaded.signatures[signatures.RECOMMEND](**_user(loaded, k=10_000))
-  assert top[signatures.MOVIE_IDS].shape[1] == min(n_movies, signatures.MAX_K)
-  assert loaded.signatures[signatures.RECOMMEND](**_user(loaded, k=-3))[signatures.MOVIE_IDS].shape == (1, 0)
+  top = loaded.signatures[names.RECOMMEND](**_user(loaded, k=10_000))
+  assert top[names.MOVIE_IDS].shape[1] == min(n_movies, names.MAX_K)
+  assert loaded.signatures[names.RECOMMEND](**_user(loaded, k=-3))[names.MOVIE_IDS].shape == (1, 0)

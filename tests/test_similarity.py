@@ -6,7 +6,7 @@ import tensorflow_transform as tft
 
 from trainer import hparams as hp
 from trainer import similarity, task
-from trainer.models import PREDICTION_KEY
+from contract import names
 from trainer.signatures import make_serving_signatures
 from transforms import features as f
 
@@ -107,7 +107,7 @@ def test_history_model_fits_with_neighbours_and_serves_what_it_computes(tiny_tra
   export_dir = str(tmp_path / 'model')
   tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
   served = tf.saved_model.load(export_dir).signatures['serving_tf_example'](
-      examples=tf.constant([serialize_row(r) for r in rows]))[PREDICTION_KEY].numpy()
+      examples=tf.constant([serialize_row(r) for r in rows]))[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(served, model(data).numpy(), rtol=1e-4, atol=1e-4)
   # Without the term the same weights predict something else: the term is used.
   weight = model.neighbour_weight.numpy()

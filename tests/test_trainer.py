@@ -5,7 +5,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from trainer import hparams as hp
-from trainer.models import PREDICTION_KEY, RankingModel
+from contract import names
+from trainer.models import RankingModel
 from trainer.signatures import make_serving_signatures
 from trainer.task import build_model
 from transforms import features as f
@@ -78,15 +79,15 @@ def test_saved_model_round_trip_serves_raw_values_and_tf_examples(tiny_transform
   assert {'serving_default', 'serving_tf_example', 'transform_features'} <= set(loaded.signatures)
   raw = loaded.signatures['serving_default'](
       user_id=tf.constant([r[f.USER_ID][0] for r in rows]),
-      movie_id=tf.constant([r[f.MOVIE_ID][0] for r in rows]))[PREDICTION_KEY].numpy()
+      movie_id=tf.constant([r[f.MOVIE_ID][0] for r in rows]))[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(raw, expected, rtol=1e-5)
   examples = tf.constant([serialize_row(r) for r in rows])
-  from_examples = loaded.signatures['serving_tf_example'](examples=examples)[PREDICTION_KEY].numpy()
+  from_examples = loaded.signatures['serving_tf_example'](examples=examples)[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(from_examples, expected, rtol=1e-5)
   # Unknown users and movies get a prediction, not an error.
   unknown = loaded.signatures['serving_default'](user_id=tf.constant([b'no-such-user']),
                                                  movie_id=tf.constant([b'no-such-movie']))
-  assert np.isfinite(unknown[PREDICTION_KEY].numpy()).all()
+  assert np.isfinite(unknown[names.PREDICTION_KEY].numpy()).all()
 
 
 def _history_model(output):
@@ -130,9 +131,9 @@ def test_history_model_gives_new_users_a_bias_from_their_history(tiny_transform,
   export_dir = str(tmp_path / 'history_model')
   tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
   serve = tf.saved_model.load(export_dir).signatures['serving_default']
-  fan = serve(**_request(rows[:5], [5.0, 5.0, 5.0]))[PREDICTION_KEY].numpy()
-  critic = serve(**_request(rows[:5], [1.0, 1.0, 1.0]))[PREDICTION_KEY].numpy()
-  newcomer = serve(**_request(rows[:5], []))[PREDICTION_KEY].numpy()
+  fan = serve(**_request(rows[:5], [5.0, 5.0, 5.0]))[names.PREDICTION_KEY].numpy()
+  critic = serve(**_request(rows[:5], [1.0, 1.0, 1.0]))[names.PREDICTION_KEY].numpy()
+  newcomer = serve(**_request(rows[:5], []))[names.PREDICTION_KEY].numpy()
   assert (fan > newcomer).all() and (newcomer > critic).all()
   assert ((fan >= 1.0) & (fan <= 5.0)).all()  # clipped to the rating range at inference
 
@@ -149,7 +150,7 @@ def test_history_model_raw_and_tf_example_signatures_agree(tiny_transform, tmp_p
   tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
   loaded = tf.saved_model.load(export_dir)
   examples = tf.constant([serialize_row(r) for r in rows])
-  from_examples = loaded.signatures['serving_tf_example'](examples=examples)[PREDICTION_KEY].numpy()
+  from_examples = loaded.signatures['serving_tf_example'](examples=examples)[names.PREDICTION_KEY].numpy()
   direct = model(data).numpy()
   np.testing.assert_allclose(from_examples, direct, rtol=1e-4, atol=1e-4)
 
@@ -182,5 +183,5 @@ def test_multitask_model_shares_the_movie_table_trains_both_tasks_and_serves_rat
   tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
   loaded = tf.saved_model.load(export_dir)
   from_examples = loaded.signatures['serving_tf_example'](
-      examples=tf.constant([serialize_row(r) for r in rows]))[PREDICTION_KEY].numpy()
+      examples=tf.constant([serialize_row(r) for r in rows]))[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(from_examples, model(data).numpy(), rtol=1e-4, atol=1e-4)

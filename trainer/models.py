@@ -7,7 +7,6 @@ import tensorflow_recommenders as tfrs
 from trainer import distribution
 from transforms import features as f
 
-PREDICTION_KEY = 'predictions'
 # How many of the latest history ratings make the recent bias.
 RECENT = 5
 # Pseudo-mass of similarity in the kNN term's denominator.

@@ -28,6 +28,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from contract import names
 from transforms import features as f
 
 _xf = f.transformed_name
@@ -444,12 +445,11 @@ def save_index(index: tfrs.layers.factorized_top_k.TopK, export_dir: str,
   options = None
   if isinstance(index, tfrs.layers.factorized_top_k.ScaNN):
     options = tf.saved_model.SaveOptions(namespace_whitelist=['Scann'])
-  tf.saved_model.save(index, export_dir, signatures={'serving_default': serve.get_concrete_function(**specs)},
+  tf.saved_model.save(index, export_dir, signatures={names.SERVING_DEFAULT: serve.get_concrete_function(**specs)},
                       options=options)
 
 
 # Signature of models with query and candidate towers (retrieval, multitask).
-RETRIEVE_SIGNATURE = 'retrieve'
 
 
 def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.Layer, raw_spec: Dict[str, object],

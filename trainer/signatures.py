@@ -27,15 +27,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer.models import PREDICTION_KEY
+from contract import names
 from transforms import features as f
 
-RECOMMEND = 'recommend'
-# Output keys of the recommend signature.
-MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
-K = 'k'
-# k is clipped to this; a longer list is a different product (a browse page).
-MAX_K = 100
+RECOMMEND, MOVIE_IDS, TITLES, SCORES, K, MAX_K = (
+    names.RECOMMEND, names.MOVIE_IDS, names.TITLES, names.SCORES, names.K, names.MAX_K)
 # What a recommend request says about the user; every other raw feature a
 # model reads describes the candidate movie. The catalog gives the movie's id,
 # title, genres and year; a movie feature it lacks (a live statistic such as
@@ -105,7 +101,7 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
 
   def predict(raw: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     transformed = model.tft_layer(raw)
-    return {PREDICTION_KEY: model(transformed)}
+    return {names.PREDICTION_KEY: model(transformed)}
 
   @tf.function(input_signature=[tf.TensorSpec(shape=[None], dtype=tf.string, name='examples')])
   def serve_tf_examples(serialized):

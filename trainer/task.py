@@ -18,12 +18,14 @@ import tensorflow_transform as tft  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
+from contract import names  # noqa: E402
+
 from trainer import hparams as hp  # noqa: E402
 from trainer import distribution, models, multitask, retrieval, similarity  # noqa: E402
 from trainer.signatures import make_serving_signatures, raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
-HPARAMS_FILE = 'hparams.json'
+HPARAMS_FILE = names.HPARAMS_FILE
 
 
 # Below this much (gzipped) input, keep the parsed split in memory after the
@@ -202,7 +204,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
 
   signatures = make_serving_signatures(model, tf_transform_output, model.RAW_FEATURES)
   if hasattr(model, 'query_embeddings'):
-    signatures[retrieval.RETRIEVE_SIGNATURE] = retrieval.make_retrieve_signature(
+    signatures[names.RETRIEVE] = retrieval.make_retrieve_signature(
         model, model.tft_layer, raw_spec_without_label(tf_transform_output),
         tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
   # Every worker saves (a collective op); only the chief's copy is the model.

@@ -12,6 +12,7 @@ from tfx.utils import io_utils
 
 from components.data_validator import checks, report
 from components.data_validator import spec
+from contract import names
 
 _ANOMALIES_FILE = 'SchemaDiff.pb'  # TFX's name, so TFX tooling reads ours
 
@@ -24,7 +25,7 @@ def _quarantine_summary(input_dict) -> Dict[str, Any]:
   quarantine = input_dict.get(spec.QUARANTINE_KEY)
   if not quarantine:
     return {}
-  path = os.path.join(quarantine[0].uri, 'summary.json')
+  path = os.path.join(quarantine[0].uri, names.QUARANTINE_SUMMARY_FILE)
   if not tf.io.gfile.exists(path):
     return {}
   with tf.io.gfile.GFile(path) as fh:

@@ -20,39 +20,32 @@ import sys  # noqa: E402
 from typing import Dict, List, Optional  # noqa: E402
 
 from components.eval_report import executor, report  # noqa: E402
+from contract import names  # noqa: E402
 from pipeline import configs, eval_config, run_summary  # noqa: E402
 
-# Component ids as create_pipeline names them.
-_EVALUATOR, _EXAMPLE_GEN, _VALIDATOR = 'Evaluator', 'MovieLensExampleGen', 'ExampleValidator'
-_RETRIEVAL = 'RetrievalEvaluator'
-
-
-def metadata_path(output_root: str, pipeline_name: str = configs.PIPELINE_NAME) -> str:
-  """Where the local runner keeps MLMD under ``output_root``."""
-  return os.path.join(output_root, 'metadata', pipeline_name, 'metadata.db')
 
 
 def evaluated_runs(store, pipeline_name: str = configs.PIPELINE_NAME) -> List[str]:
   """Runs of ``pipeline_name`` whose Evaluator produced an evaluation, newest first."""
   return [r for r in run_summary.run_ids(store, pipeline_name)
-          if run_summary.output_uri(store, r, _EVALUATOR, 'evaluation')]
+          if run_summary.output_uri(store, r, names.EVALUATOR, 'evaluation')]
 
 
 def run_artifacts(store, run_id: str) -> Dict[str, Optional[str]]:
   """The URIs ``report.collect`` needs, for one run."""
-  evaluation = run_summary.output_uri(store, run_id, _EVALUATOR, 'evaluation')
+  evaluation = run_summary.output_uri(store, run_id, names.EVALUATOR, 'evaluation')
   if evaluation is None:
     raise SystemExit(f'Run {run_id} has no Evaluator output: it failed or stopped before evaluation '
                      '(see `--list` for runs that have one).')
   return {
       'evaluation_uri': evaluation,
-      'blessing_uri': run_summary.output_uri(store, run_id, _EVALUATOR, 'blessing'),
-      'model_uri': run_summary.input_uri(store, run_id, _EVALUATOR, 'model'),
-      'examples_uri': (run_summary.input_uri(store, run_id, _EVALUATOR, 'examples')
-                       or run_summary.output_uri(store, run_id, _EXAMPLE_GEN, 'examples')),
-      'quarantine_uri': run_summary.output_uri(store, run_id, _EXAMPLE_GEN, 'quarantine'),
-      'anomalies_uri': run_summary.output_uri(store, run_id, _VALIDATOR, 'anomalies'),
-      'retrieval_uri': run_summary.output_uri(store, run_id, _RETRIEVAL, 'evaluation'),
+      'blessing_uri': run_summary.output_uri(store, run_id, names.EVALUATOR, 'blessing'),
+      'model_uri': run_summary.input_uri(store, run_id, names.EVALUATOR, 'model'),
+      'examples_uri': (run_summary.input_uri(store, run_id, names.EVALUATOR, 'examples')
+                       or run_summary.output_uri(store, run_id, names.EXAMPLE_GEN, 'examples')),
+      'quarantine_uri': run_summary.output_uri(store, run_id, names.EXAMPLE_GEN, 'quarantine'),
+      'anomalies_uri': run_summary.output_uri(store, run_id, names.EXAMPLE_VALIDATOR, 'anomalies'),
+      'retrieval_uri': run_summary.output_uri(store, run_id, names.RETRIEVAL_EVALUATOR, 'evaluation'),
   }
 
 
@@ -75,13 +68,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
   args = parse_args(argv)
   root = os.path.abspath(args.output_root)
-  path = metadata_path(root)
+  path = names.metadata_path(root)
   if not os.path.exists(path):
     raise SystemExit(f'No pipeline runs in {root}: {path} is missing. Pass the --output-root the run used.')
   store = run_summary.open_store(path)
   if args.list:
     for run_id in evaluated_runs(store):
-      blessing = run_summary.output_uri(store, run_id, _EVALUATOR, 'blessing')
+      blessing = run_summary.output_uri(store, run_id, names.EVALUATOR, 'blessing')
       blessed = run_summary.artifact_properties(store, blessing).get('blessed') if blessing else None
       print(f'{run_id}\t{"blessed" if blessed else "not blessed"}')
     return 0

@@ -26,8 +26,8 @@ from tfx.utils import path_utils
 
 from components.data_validator import checks
 from components.eval_report import charts
+from contract import names
 from pipeline import eval_config as ec
-from trainer.models import PREDICTION_KEY
 from transforms import features as f
 
 Report = Dict[str, Any]
@@ -46,7 +46,7 @@ _SHORT_NAMES = {ec.RMSE: 'RMSE', ec.MAE: 'MAE', ec.MSE: 'MSE', ec.MEAN_PREDICTIO
                 ec.MEAN_LABEL: 'mean rating', ec.CALIBRATION: 'calibration', ec.EXAMPLE_COUNT: 'examples'}
 SLICE_COLUMNS = (ec.EXAMPLE_COUNT, ec.RMSE, ec.MAE, ec.MEAN_LABEL, ec.MEAN_PREDICTION, ec.CALIBRATION)
 OVERALL = 'Overall'
-_HPARAMS_FILE = os.path.join('assets.extra', 'hparams.json')
+_HPARAMS_FILE = os.path.join('assets.extra', names.HPARAMS_FILE)
 _BLESSED_FILE, _NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
 # Warnings, not gates: a model can pass the RMSE gate by predicting about the
 # mean rating for everyone, which these make visible at the top of the page.
@@ -55,7 +55,7 @@ CONSTANT_MARGIN = 0.02      # RMSE a model should gain over predicting the mean
 # The Markdown's worst slices leave out slices under this share of the examples.
 MIN_SLICE_SHARE = 0.01
 # The RetrievalEvaluator's output file.
-RETRIEVAL_METRICS = 'metrics.json'
+RETRIEVAL_METRICS = names.RETRIEVAL_METRICS_FILE
 BUCKET_WIDTH = 0.25         # of the prediction histogram and the calibration plot, in stars
 
 
@@ -142,7 +142,7 @@ def predict(model_dir: str, examples_uri: str, split: str, batch_size: int = 409
   dataset = tf.data.TFRecordDataset(files, compression_type='GZIP' if files[0].endswith('.gz') else '')
   predictions, labels = [], []
   for batch in dataset.batch(batch_size):
-    predictions.append(serve(examples=batch)[PREDICTION_KEY].numpy().reshape(-1))
+    predictions.append(serve(examples=batch)[names.PREDICTION_KEY].numpy().reshape(-1))
     labels.append(tf.io.parse_example(batch, spec)[f.LABEL_KEY].numpy())
   return np.concatenate(predictions), np.concatenate(labels)
 
@@ -340,7 +340,7 @@ def _warnings(overall: Dict[str, float], dist: Dict[str, Any]) -> List[str]:
 
 def _data(examples_properties: Dict[str, Any], quarantine_uri: Optional[str],
           anomalies_uri: Optional[str]) -> Dict[str, Any]:
-  quarantine = _read_json(os.path.join(quarantine_uri, 'summary.json')) if quarantine_uri else None
+  quarantine = _read_json(os.path.join(quarantine_uri, names.QUARANTINE_SUMMARY_FILE)) if quarantine_uri else None
   validation = _read_json(os.path.join(anomalies_uri, 'report.json')) if anomalies_uri else None
   splits = dict((quarantine or {}).get('counts_per_split') or {})
   if not splits:
@@ -351,7 +351,7 @@ def _data(examples_properties: Dict[str, Any], quarantine_uri: Optional[str],
          'rows_quarantined': (quarantine or {}).get('rows_quarantined', examples_properties.get('rows_quarantined')),
          'quarantined_by_reason': (quarantine or {}).get('counts_by_reason', {}),
          'source': ((quarantine or {}).get('source') or {}).get('path'),
-         'quarantine_file': os.path.join(quarantine_uri, 'quarantine.jsonl') if quarantine_uri else None}
+         'quarantine_file': os.path.join(quarantine_uri, names.QUARANTINE_ROWS_FILE) if quarantine_uri else None}
   if validation is not None:
     out['validation'] = {'passed': validation['passed'], 'findings': validation['findings'],
                          'compared': len(validation['measurements']),

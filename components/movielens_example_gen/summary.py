@@ -9,9 +9,10 @@ import collections
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from components.movielens_example_gen import parsing
+from contract import names
 
-QUARANTINE_FILE = 'quarantine.jsonl'
-SUMMARY_FILE = 'summary.json'
+QUARANTINE_FILE = names.QUARANTINE_ROWS_FILE
+SUMMARY_FILE = names.QUARANTINE_SUMMARY_FILE
 # How many quarantined rows per (file, reason) summary.json and errors show.
 EXAMPLES_PER_REASON = 3
 

@@ -11,7 +11,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.retrieval_evaluator import protocol, spec
-from trainer.retrieval import RETRIEVE_SIGNATURE
+from contract import names
 from transforms import features as f
 
 
@@ -28,10 +28,10 @@ def evaluate(examples_uri: str, model_dir: str) -> Dict[str, Any]:
   cases = protocol.retrieval_cases(everything, test)
   result: Dict[str, Any] = {
       'cases': len(cases), 'popularity': protocol.popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)}
-  if RETRIEVE_SIGNATURE not in loaded.signatures:
-    result.update(evaluated=False, reason=f'the model has no {RETRIEVE_SIGNATURE!r} signature (no retrieval towers)')
+  if names.RETRIEVE not in loaded.signatures:
+    result.update(evaluated=False, reason=f'the model has no {names.RETRIEVE!r} signature (no retrieval towers)')
     return result
-  retrieve = protocol.retriever(loaded.signatures[RETRIEVE_SIGNATURE])
+  retrieve = protocol.retriever(loaded.signatures[names.RETRIEVE])
   result.update(evaluated=True, model=protocol.model_metrics(retrieve, test, cases))
   return result
 

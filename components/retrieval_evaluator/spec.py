@@ -1,10 +1,12 @@
 """RetrievalEvaluator's spec: key names shared by the component and its executor."""
 from tfx.types import artifact, component_spec, standard_artifacts
 
+from contract import names
+
 EXAMPLES_KEY = 'examples'
 MODEL_KEY = 'model'
 EVALUATION_KEY = 'evaluation'
-METRICS_FILE = 'metrics.json'
+METRICS_FILE = names.RETRIEVAL_METRICS_FILE
 
 
 class RetrievalEvaluation(artifact.Artifact):

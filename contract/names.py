@@ -1,0 +1,51 @@
+"""Names that cross package boundaries, each spelled once; imports only the standard library."""
+import os
+
+# Pipeline and model names: in URLs, in MLMD and in the Pusher's folder.
+PIPELINE_NAME = 'movielens-recommender'
+MODEL_NAME = 'movielens_ranking'
+
+# SavedModel signatures.
+SERVING_DEFAULT = 'serving_default'      # raw JSON feature values
+SERVING_TF_EXAMPLE = 'serving_tf_example'  # serialized tf.Example protos
+TRANSFORM_FEATURES = 'transform_features'  # serialized examples to Transform outputs
+RECOMMEND = 'recommend'                   # one user a row to its top k movies
+RETRIEVE = 'retrieve'                     # the retrieval towers' top k (models with towers)
+# The input name of the two signatures that take serialized examples.
+EXAMPLES = 'examples'
+
+# Output key of the rating signatures.
+PREDICTION_KEY = 'predictions'
+# Output keys of recommend and retrieve.
+MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
+# recommend's list length input; a longer list than MAX_K is a different
+# product (a browse page), so k is clipped to it.
+K = 'k'
+DEFAULT_K = 10
+MAX_K = 100
+
+# Component ids, as create_pipeline gives them with .with_id().
+EXAMPLE_GEN = 'MovieLensExampleGen'
+STATISTICS_GEN = 'StatisticsGen'
+IMPORT_SCHEMA_GEN = 'ImportSchemaGen'
+SCHEMA_GEN = 'SchemaGen'
+EXAMPLE_VALIDATOR = 'ExampleValidator'
+TRANSFORM = 'Transform'
+TUNER = 'Tuner'
+TRAINER = 'Trainer'
+MODEL_RESOLVER = 'LatestBlessedModelResolver'
+EVALUATOR = 'Evaluator'
+RETRIEVAL_EVALUATOR = 'RetrievalEvaluator'
+EVAL_REPORT = 'EvalReport'
+PUSHER = 'Pusher'
+
+# Artifact file names.
+QUARANTINE_SUMMARY_FILE = 'summary.json'  # ExampleGen's counts of quarantined rows
+QUARANTINE_ROWS_FILE = 'quarantine.jsonl'  # the quarantined rows themselves
+RETRIEVAL_METRICS_FILE = 'metrics.json'    # the RetrievalEvaluator's figures
+HPARAMS_FILE = 'hparams.json'              # in a SavedModel's assets.extra/
+
+
+def metadata_path(output_root: str, pipeline_name: str = PIPELINE_NAME) -> str:
+  """The local runner's MLMD SQLite file under ``output_root``."""
+  return os.path.join(output_root, 'metadata', pipeline_name, 'metadata.db')
