@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup chromium run serve test test-unit test-e2e test-compile bench-pipeline bench-quality bench-index \
+.PHONY: setup lint chromium run serve test test-unit test-e2e test-compile bench-pipeline bench-quality bench-index \
 	bench-serving bench-scale clean
 
 setup: $(STAMP)
@@ -40,7 +40,11 @@ chromium:
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || \
 	  { echo 'Chromium is missing: sudo apt-get install -y chromium'; exit 1; }
 
-test: $(STAMP) chromium
+# ruff.toml: one line length and pyflakes' checks, before any test runs.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) chromium lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) chromium

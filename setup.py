@@ -9,8 +9,8 @@ setuptools.setup(
     version='0.1.0',
     description='A production TFX pipeline for a MovieLens recommender (TFRS models, TFMA, TF Serving).',
     python_requires='>=3.10,<3.11',
-    packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*',
-                                               'serving*']),
+    packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*',
+                                               'kubeflow*', 'serving*']),
     package_data={'components': ['*/README.md']},
     install_requires=[
         'tfx==1.16.0',
@@ -33,5 +33,5 @@ setuptools.setup(
         'tornado==6.5.10',
         'prometheus_client==0.26.0',
     ],
-    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2']},
+    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4']},
 )

@@ -28,6 +28,7 @@ import tensorflow_data_validation as tfdv  # noqa: E402
 from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
 from tfx.utils import path_utils  # noqa: E402
 
+from components.common import splits  # noqa: E402
 from components.data_validator import checks, report  # noqa: E402
 from components.movielens_example_gen import history, parsing  # noqa: E402
 from contract import names  # noqa: E402
@@ -64,7 +65,7 @@ class Reference:
     return checks.split_statistics(self.statistics_uri, 'train')
 
   def train_ids(self):
-    return checks.known_ids(checks.read_ids(checks.split_files(self.examples_uri, 'train')))
+    return checks.known_ids(checks.read_ids(splits.split_files(self.examples_uri, 'train')))
 
 
 def served_features(model_dir: str) -> List[str]:

@@ -95,8 +95,8 @@ def tiny_transform(tmp_path_factory):
   rows = make_raw_rows()
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
   with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp('tft_tmp')), force_tf_compat_v1=False):
-    (transformed, _), transform_fn = ((rows, metadata)
-                                      | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=False))
+    analyze = tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=False)
+    (transformed, _), transform_fn = (rows, metadata) | analyze
     _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir))
   # TFTransformOutput.raw_feature_spec() reads the raw schema from here, as in TFX.
   metadata_io.write_metadata(metadata, str(out_dir / tft.TFTransformOutput.RAW_METADATA_DIR))

@@ -10,7 +10,6 @@ from benchmarks import bench_quality
 from components.retrieval_evaluator import executor, protocol
 from contract import names
 from trainer import hparams as hp
-from trainer import retrieval
 from trainer import signatures
 from trainer.signatures import raw_spec_without_label
 from trainer.task import build_model

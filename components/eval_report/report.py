@@ -24,7 +24,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx.utils import path_utils
 
-from components.data_validator import checks
+from components.common import splits
 from components.eval_report import charts
 from contract import names
 from pipeline import eval_config as ec
@@ -134,7 +134,7 @@ def predict(model_dir: str, examples_uri: str, split: str, batch_size: int = 409
   The signature TFMA calls (``tf_generic``), so these are the predictions
   TFMA scored; the report checks their mean and count against TFMA's.
   """
-  files = checks.split_files(examples_uri, split)
+  files = splits.split_files(examples_uri, split)
   if not files:
     return np.zeros([0], np.float32), np.zeros([0], np.float32)
   serve = tf.saved_model.load(model_dir).signatures[ec.SERVING_SIGNATURE]

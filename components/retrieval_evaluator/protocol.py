@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Sequence, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components.data_validator.checks import split_files
+from components.common.splits import split_files
 from transforms import features as f
 
 # (index of the query example in the test split, seen movies, target movies)
