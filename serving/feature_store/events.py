@@ -16,8 +16,9 @@ The rules:
   (``parsing.split_duplicates``, ties by arrival as ExampleGen's by line). A
   later rating of a movie the user already rated is reported under
   ``kept_earlier`` and not applied; an earlier one replaces the held rating
-  (``replaced``). The state therefore does not depend on the order events
-  arrive in.
+  (``replaced``). Which ratings are held therefore does not depend on the
+  order events arrive in; only ratings of the same second are served in
+  arrival order, as ExampleGen serves them in u.data order.
 - **Idempotency key: (user, movie, timestamp).** The same event twice is
   held once and counted under ``duplicates``. The same key with another
   rating is a conflict: ``BadEvent``.
@@ -40,6 +41,7 @@ MAX_EVENTS = 1000
 REQUIRED = (f.MOVIE_ID, f.RATING, f.TIMESTAMP)
 EVENT_FIELDS = REQUIRED + PROFILE_FEATURES
 _TYPES = {'string': (str,), 'int64': (int,), 'float32': (int, float)}
+_KINDS = {'string': 'a string', 'int64': 'an integer', 'float32': 'a number'}
 
 
 class BadEvent(codec.BadRequest):
@@ -64,9 +66,7 @@ def _check(name: str, value: Any) -> Optional[str]:
   """Why ``value`` is not a valid ``name`` by the feature table, or None."""
   feature = f.BY_NAME[name]
   if isinstance(value, bool) or not isinstance(value, _TYPES[feature.dtype]):
-    return f'"{name}" must be {"a string" if feature.dtype == "string" else "a number"}; got {value!r}.'
-  if feature.dtype == 'int64' and isinstance(value, float):
-    return f'"{name}" must be an integer; got {value!r}.'
+    return f'"{name}" must be {_KINDS[feature.dtype]}; got {value!r}.'
   if feature.domain and value != feature.unknown and value not in feature.domain:
     return f'"{name}" must be one of {list(feature.domain)}, or {feature.unknown!r} for unknown; got {value!r}.'
   return f.check_columns({name: [value]})

@@ -59,15 +59,17 @@ class Consumer:
 
   def poll(self, block_ms: Optional[int] = None) -> int:
     """Reads and handles up to ``count`` entries (this consumer's pending ones first); returns how many."""
-    start = '>' if self._pending_done else '0'
-    replies = self.client.xreadgroup(self.group, self.name, {self.stream: start}, count=self.count,
-                                     block=None if start == '0' else (self.block_ms if block_ms is None else block_ms))
-    messages = replies[0][1] if replies else []
-    if start == '0' and not messages:
-      self._pending_done = True
+    messages = [] if self._pending_done else self._read('0', None)
+    self._pending_done = self._pending_done or not messages
+    if self._pending_done:
+      messages = self._read('>', self.block_ms if block_ms is None else block_ms)
     for entry_id, fields in messages:
       self._handle(entry_id, fields)
     return len(messages)
+
+  def _read(self, start: str, block_ms: Optional[int]) -> list:
+    replies = self.client.xreadgroup(self.group, self.name, {self.stream: start}, count=self.count, block=block_ms)
+    return replies[0][1] if replies else []
 
   def _handle(self, entry_id: bytes, fields: Dict[bytes, bytes]) -> None:
     user_id = fields.get(b'user_id', b'').decode('utf-8', 'replace')
