@@ -5,13 +5,8 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pathlib  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
 
 import pytest  # noqa: E402
-import redis  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ML100K_DIR = pathlib.Path(os.environ.get('MOVIELENS_DATA_DIR', REPO_ROOT.parent / 'shared' / 'data' / 'ml-100k'))
@@ -108,34 +103,9 @@ def tiny_transform(tmp_path_factory):
   return str(out_dir), rows, transformed
 
 
-def _free_port() -> int:
-  # Another process may take it before redis-server binds: rare, and the fixture then fails naming the port.
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope='session')
 def redis_url(tmp_path_factory):
   """A real redis-server of its own, on a free port, without persistence; stopped at the end."""
-  binary = shutil.which('redis-server')
-  if binary is None:
-    pytest.fail('redis-server is missing: `make redis-server` (or apt-get install -y redis-server).')
-  port = _free_port()
-  folder = tmp_path_factory.mktemp('redis')
-  process = subprocess.Popen([binary, '--port', str(port), '--bind', '127.0.0.1', '--dir', str(folder),
-                              '--save', '', '--appendonly', 'no'], stdout=subprocess.DEVNULL)
-  url = f'redis://127.0.0.1:{port}/0'
-  client = redis.Redis.from_url(url)
-  for _ in range(100):
-    try:
-      client.ping()
-      break
-    except redis.ConnectionError:
-      time.sleep(0.05)
-  else:
-    process.kill()
-    pytest.fail(f'redis-server did not answer on port {port}.')
-  yield url
-  process.terminate()
-  process.wait(10)
+  from serving.feature_store.redis_store import local_server
+  with local_server(str(tmp_path_factory.mktemp('redis'))) as url:
+    yield url

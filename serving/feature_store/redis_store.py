@@ -13,8 +13,13 @@ A read is one pipelined round trip. A user's update watches that user's two
 keys and writes in one MULTI/EXEC, rerunning the plan when another writer
 changed them first, so replicas never interleave one user's batches.
 """
+import contextlib
 import json
-from typing import Any, Callable, Dict, Iterable, Sequence, Tuple
+import shutil
+import socket
+import subprocess
+import time
+from typing import Any, Callable, Dict, Iterable, Iterator, Sequence, Tuple
 
 import redis
 
@@ -129,3 +134,33 @@ class RedisStore(FeatureStore):
 
   def close(self) -> None:
     self.client.close()
+
+
+@contextlib.contextmanager
+def local_server(folder: str) -> Iterator[str]:
+  """Runs Debian's redis-server on a free loopback port, without persistence; yields its URL. For tests and benchmarks."""
+  binary = shutil.which('redis-server')
+  if binary is None:
+    raise FileNotFoundError('redis-server is missing: `make redis-server` (or apt-get install -y redis-server).')
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]  # another process may take it first: rare, and the ping below then names it
+  process = subprocess.Popen([binary, '--port', str(port), '--bind', '127.0.0.1', '--dir', folder, '--save', '',
+                              '--appendonly', 'no'], stdout=subprocess.DEVNULL)
+  url = f'redis://127.0.0.1:{port}/0'
+  try:
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+      try:
+        client.ping()
+        break
+      except redis.ConnectionError:
+        if process.poll() is not None:
+          raise RuntimeError(f'redis-server exited with {process.returncode} on port {port}.') from None
+        time.sleep(0.05)
+    else:
+      raise RuntimeError(f'redis-server did not answer on port {port} within 10 s.')
+    yield url
+  finally:
+    process.terminate()
+    process.wait(10)
