@@ -81,7 +81,6 @@ USER_VOCAB = 'user_id_vocab'
 MOVIE_VOCAB = 'movie_id_vocab'
 GENDER_VOCAB = 'gender_vocab'
 OCCUPATION_VOCAB = 'occupation_vocab'
-ZIP_VOCAB = 'zip3_vocab'
 GENRE_VOCAB = 'genre_vocab'
 
 # Out-of-vocabulary buckets: ids Transform did not see in train land here.
@@ -174,6 +173,12 @@ class Feature:
   max_values: Optional[int] = None
   aligned_with: Optional[str] = None
 
+  def range_text(self) -> str:
+    """'in 1..120, or 0 for unknown': the valid values, as messages state them."""
+    low, high = self.valid_range
+    unknown = f', or {self.unknown!r} for unknown' if self.shape != MULTI and self.unknown is not None else ''
+    return f'in {_number(low)}..{_number(high)}{unknown}'
+
   def check(self, values: Iterable[Any]) -> Optional[str]:
     """A message naming the range when a value (other than ``unknown``) is outside it; else None."""
     if self.valid_range is None:
@@ -184,8 +189,7 @@ class Feature:
         continue
       if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
           math.isfinite(value) and low <= value <= high):
-        unknown = f', or {self.unknown!r} for unknown' if self.shape != MULTI and self.unknown is not None else ''
-        return f'"{self.name}" must be in {_number(low)}..{_number(high)}{unknown}; got {value!r}.'
+        return f'"{self.name}" must be {self.range_text()}; got {value!r}.'
     return None
 
 
