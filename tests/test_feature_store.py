@@ -233,6 +233,8 @@ def test_fields_the_caller_sends_override_the_stored_ones(store):
   assert (served[f.HISTORY_MOVIE_IDS], served[f.HISTORY_RATINGS]) == (['9'], [2.0])
   accepted = {f.USER_ID, f.USER_AGE, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, 'k'}
   assert set(resolve_recommend(store, {f.USER_ID: '1'}, accepted)) == accepted - {'k'}
+  # A signature without user_id (the history model's recommend) gets the features, not the id.
+  assert set(resolve_recommend(store, {f.USER_ID: '1', 'k': 3}, accepted - {f.USER_ID})) == accepted - {f.USER_ID}
   full = {'instances': [{f.USER_ID: '1', f.MOVIE_ID: '2', **{n: v for n, v in f.unknown_values().items()
                                                              if n not in (f.USER_ID, f.MOVIE_ID)}}]}
   assert resolve_predict(store, full) == full

@@ -3,7 +3,8 @@
 The rules, for each instance with a ``user_id``:
 
 - **Fields the caller sends win**; the store fills only the missing inputs
-  the signature takes (``accepted``). The two history lists go together: a
+  the signature takes (``accepted``), and drops the ``user_id`` or
+  ``movie_id`` it looked up when the signature takes none. The two history lists go together: a
   caller who sends either gets neither from the store.
 - **At what time.** An instance with a ``timestamp`` (not the table's unknown
   0) is served as of that second: the history and movie statistics count only
@@ -57,6 +58,12 @@ def _fill(instance: Dict[str, Any], accepted: Optional[Collection[str]], user: O
     for name, value in ((f.MOVIE_RATING_COUNT, count), (f.MOVIE_RATING_MEAN, mean)):
       if wants(name):
         out[name] = value
+  # The ids the store looked up go when the signature takes no such input
+  # (the history model's recommend has no user_id); anything else the caller
+  # sent stays, for the signature's checks to name.
+  for name, used in ((f.USER_ID, user), (f.MOVIE_ID, movie)):
+    if used is not None and accepted is not None and name not in accepted:
+      out.pop(name, None)
   return out
 
 
