@@ -140,8 +140,9 @@ def _table(results: Dict[str, Any]) -> str:
     if backend == 'args':
       continue
     paced = r['consumer_paced']
-    lines.append(f"| {backend} | {r['bootstrap_s']} | {r['recommend_by_id']['p50_ms']} / {r['recommend_by_id']['p99_ms']}"
-                 f" | {r['predict_by_id']['p50_ms']} / {r['predict_by_id']['p99_ms']} | "
+    lines.append(f"| {backend} | {r['bootstrap_s']} | "
+                 f"{r['recommend_by_id']['p50_ms']} / {r['recommend_by_id']['p99_ms']} | "
+                 f"{r['predict_by_id']['p50_ms']} / {r['predict_by_id']['p99_ms']} | "
                  f"{r['apply_events_direct']['events_per_s']} | {r['consumer_drain']['events_per_s']} | "
                  f"{paced['offered_per_s']}, {paced['max_backlog']} / {paced['backlog_when_producer_stopped']} |")
   return ('\n'.join(lines) + '\n\nOne caller, one consumer, loopback Redis; one event a call or stream entry. '

@@ -26,7 +26,7 @@ from transforms import features as f
 pytestmark = pytest.mark.unit
 
 T0 = 880000000  # a second inside ML-100K's span
-N_MOVIES = 40
+N_MOVIES = 40  # movies 0..40: the tiny models of test_serving know 0..8
 
 
 def _open(kind, tmp_path, redis_url):
@@ -42,10 +42,10 @@ def backend(request):
 
 
 def _write_ml100k(folder, extra_ratings=()):
-  """A tiny GroupLens folder: 4 users, N_MOVIES movies, a few ratings, and one bad row of three kinds."""
+  """A tiny GroupLens folder: 4 users, movies 0..N_MOVIES, a few ratings, and one bad row of four kinds."""
   folder.mkdir(parents=True, exist_ok=True)
   flags = ['0'] * len(f.GENRE_NAMES)
-  items = ['|'.join([str(m), f'Movie {m} (1995)', '01-Jan-1995', '', ''] + flags) for m in range(1, N_MOVIES + 1)]
+  items = ['|'.join([str(m), f'Movie {m} (1995)', '01-Jan-1995', '', ''] + flags) for m in range(N_MOVIES + 1)]
   items.append('|'.join(['7', 'Seven again', '', '', ''] + flags))  # duplicate_id
   (folder / 'u.item').write_bytes(('\n'.join(items) + '\n').encode('latin-1'))
   users = ['1|24|M|technician|85711', '2|53|F|other|94043', '3|23|M|writer|32067', '4|24|M|technician|43537']
@@ -84,7 +84,7 @@ def _snapshot(s, users=('1', '2', '3', '4', '5'), movies=('1', '2', '3', '4', '5
 
 
 def test_bootstrap_loads_the_valid_rows_and_counts_every_skipped_one(store):
-  assert store.report['loaded'] == {'users': 4, 'movies': N_MOVIES, 'ratings': 4}
+  assert store.report['loaded'] == {'users': 4, 'movies': N_MOVIES + 1, 'ratings': 4}
   assert store.report['skipped'] == {'u.data': {'bad_rating': 1, 'unknown_user': 1, 'duplicate': 1},
                                      'u.item': {'duplicate_id': 1}}
   assert store.counts() == store.report['loaded']
@@ -222,7 +222,7 @@ def test_an_unknown_user_gets_the_tables_unknown_values(store):
   served = resolve_recommend(store, {f.USER_ID: '777', 'k': 5})
   unknown = f.unknown_values()
   assert served == {f.USER_ID: '777', 'k': 5, **{n: unknown[n] for n in PROFILE_FEATURES},
-                    f.HISTORY_MOVIE_IDS: [], f.HISTORY_RATINGS: []}
+                    f.HISTORY_MOVIE_IDS: [], f.HISTORY_RATINGS: [], f.TIMESTAMP: 0}
   assert served[f.USER_AGE] == 0 and served[f.USER_GENDER] == ''
 
 

@@ -138,7 +138,7 @@ class RedisStore(FeatureStore):
 
 @contextlib.contextmanager
 def local_server(folder: str) -> Iterator[str]:
-  """Runs Debian's redis-server on a free loopback port, without persistence; yields its URL. For tests and benchmarks."""
+  """Runs Debian's redis-server on a free loopback port without persistence; yields its URL (tests, benchmarks)."""
   binary = shutil.which('redis-server')
   if binary is None:
     raise FileNotFoundError('redis-server is missing: `make redis-server` (or apt-get install -y redis-server).')

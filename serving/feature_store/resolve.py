@@ -9,7 +9,8 @@ The rules, for each instance with a ``user_id``:
 - **At what time.** An instance with a ``timestamp`` (not the table's unknown
   0) is served as of that second: the history and movie statistics count only
   ratings strictly before it, ExampleGen's training rule. Without one it is
-  served live: every held rating counts, the one just posted included.
+  served live: every held rating counts, the one just posted included, and
+  ``timestamp`` is filled with the table's unknown 0 (the model's "now").
 - **Cold start.** A user the store has never seen gets the table's unknown
   values (``transforms/features.py``: '' for strings, 0 for age, an empty
   history), which the model turns into its cold-start inputs; the user id is
@@ -42,6 +43,8 @@ def _fill(instance: Dict[str, Any], accepted: Optional[Collection[str]], user: O
   wants = lambda name: name not in instance and (accepted is None or name in accepted)  # noqa: E731
   at = _at(instance)
   out = dict(instance)
+  if wants(f.TIMESTAMP):
+    out[f.TIMESTAMP] = f.BY_NAME[f.TIMESTAMP].unknown  # the model reads it as the time it is called
   if user is not None:
     profile = user.profile or {}
     for name in PROFILE_FEATURES:
