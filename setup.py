@@ -32,6 +32,8 @@ setuptools.setup(
         # serving/: the local server (pinned through TFX already; imported directly).
         'tornado==6.5.10',
         'prometheus_client==0.26.0',
+        # serving/feature_store: the Redis backend and the event stream (pinned through Beam already).
+        'redis==5.3.1',
     ],
     extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4']},
 )

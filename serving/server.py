@@ -11,6 +11,10 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
   field optional;
+* ``POST /v1/users/{id}/ratings`` (with ``--feature-store``): one rating event
+  or ``{"events": [...]}``; then ``:recommend`` and ``:predict`` take
+  ``{"user_id": "196"}`` and the store fills what the caller leaves out
+  (serving/feature_store/);
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (a version is
   loaded), ``GET /metrics`` (Prometheus).
 
@@ -38,7 +42,7 @@ import tornado.httpserver  # noqa: E402
 import tornado.netutil  # noqa: E402
 import tornado.web  # noqa: E402
 
-from serving import codec, model_store  # noqa: E402
+from serving import codec, feature_store, model_store  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from serving.request_log import RequestLog  # noqa: E402
 from contract import names  # noqa: E402
@@ -63,18 +67,21 @@ class Config:
       and the fraction of requests logged.
     request_timeout_s: a request the model has not answered by then gets a
       503 instead of waiting on (the model call itself is not interrupted).
+    feature_store: a SQLite file or redis:// URL (None: no by-id requests).
   """
 
   def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = '127.0.0.1',
                port: int = 8501, poll_s: float = 1.0, max_body_bytes: int = 1 << 20,
                limits: Optional[codec.Limits] = None, options: Optional[model_store.Options] = None,
-               request_log: Optional[str] = None, request_log_sample: float = 1.0, request_timeout_s: float = 30.0):
+               request_log: Optional[str] = None, request_log_sample: float = 1.0, request_timeout_s: float = 30.0,
+               feature_store: Optional[str] = None):
     self.model_base_path, self.model_name, self.host, self.port = model_base_path, model_name, host, port
     self.poll_s, self.max_body_bytes = poll_s, max_body_bytes
     self.limits = limits or codec.Limits()
     self.options = options or model_store.Options()
     self.request_log, self.request_log_sample = request_log, request_log_sample
     self.request_timeout_s = request_timeout_s
+    self.feature_store = feature_store
 
 
 class _State:
@@ -90,6 +97,7 @@ class _State:
     if config.request_log:
       self.request_log = RequestLog(config.request_log, config.request_log_sample,
                                     on_drop=self.metrics.request_log_dropped.inc)
+    self.feature_store = feature_store.open_store(config.feature_store) if config.feature_store else None
 
   def _on_load(self, version: int, ok: bool, seconds: float):
     self.metrics.model_loads.labels(self.config.model_name, 'ok' if ok else 'failed').inc()
@@ -237,6 +245,8 @@ class PredictHandler(_Handler):
   async def _predict(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
     body = dict(body)
     signature = self._signature(servable, body.pop('signature_name', names.SERVING_DEFAULT))
+    if self.state.feature_store and signature.name == names.SERVING_DEFAULT:
+      body = feature_store.resolve_predict(self.state.feature_store, body, signature.inputs)
     arrays, row_format = codec.parse_predict(body, signature.inputs, self.state.config.limits)
     outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
     self._observe(servable, signature.name, arrays, outputs)
@@ -253,6 +263,8 @@ class PredictHandler(_Handler):
 
   async def _recommend(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
     signature = self._signature(servable, names.RECOMMEND)
+    if self.state.feature_store:
+      body = feature_store.resolve_recommend(self.state.feature_store, body, signature.inputs)
     arrays, _ = codec.parse_predict({'instances': [_recommend_instance(body, signature.inputs)]},
                                     signature.inputs, self.state.config.limits)
     outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
@@ -291,6 +303,15 @@ def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]
   # The signature's lists need one column even when the history is empty.
   instance[f.HISTORY_MOVIE_IDS], instance[f.HISTORY_RATINGS] = ids + [''], ratings + [0]
   return instance
+
+
+class RatingsHandler(_Handler):
+  ROUTE = 'ratings'
+
+  def post(self, user_id: str):
+    if self.state.feature_store is None:
+      raise codec.BadRequest('This server has no feature store; start it with --feature-store.', status=404)
+    self.write_json(200, feature_store.apply_events(self.state.feature_store, user_id, self.json_body()))
 
 
 class HealthHandler(_Handler):
@@ -332,6 +353,7 @@ def make_app(state: _State) -> tornado.web.Application:
       (model + r'/metadata', MetadataHandler),
       (model + r':(?P<verb>[A-Za-z]+)', PredictHandler),
       (model, StatusHandler),
+      (r'/v1/users/(?P<user_id>[^/]+)/ratings', RatingsHandler),
       (r'/healthz', HealthHandler),
       (r'/readyz', ReadyHandler),
       (r'/metrics', MetricsHandler),
@@ -386,6 +408,8 @@ class Server:
     self.state.store.stop()
     if self.state.request_log:
       self.state.request_log.close()
+    if self.state.feature_store:
+      self.state.feature_store.close()
 
 
 def parse_args(argv: Optional[List[str]] = None) -> Config:
@@ -408,11 +432,13 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--request-log-sample', type=float, default=1.0, help='fraction of requests logged')
   parser.add_argument('--request-timeout-s', type=float, default=30.0,
                       help='answer 503 when the model has not answered by then')
+  parser.add_argument('--feature-store', default=None,
+                      help='SQLite file or redis://host:port/db for by-id requests (make feature-store seeds it)')
   args = parser.parse_args(argv)
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
                 model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
-                args.request_log, args.request_log_sample, args.request_timeout_s)
+                args.request_log, args.request_log_sample, args.request_timeout_s, args.feature_store)
 
 
 async def _serve(config: Config):

@@ -101,3 +101,11 @@ def tiny_transform(tmp_path_factory):
   # TFTransformOutput.raw_feature_spec() reads the raw schema from here, as in TFX.
   metadata_io.write_metadata(metadata, str(out_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
   return str(out_dir), rows, transformed
+
+
+@pytest.fixture(scope='session')
+def redis_url(tmp_path_factory):
+  """A real redis-server of its own, on a free port, without persistence; stopped at the end."""
+  from serving.feature_store.redis_store import local_server
+  with local_server(str(tmp_path_factory.mktemp('redis'))) as url:
+    yield url
