@@ -107,7 +107,7 @@ def _request(rows, history_ratings):
   columns['movie_rating_count'] = tf.zeros([len(rows)], tf.int64)
   columns['movie_rating_mean'] = tf.zeros([len(rows)], tf.float32)
   columns['genres'] = tf.constant([(r['genres'] + [b'', b''])[:2] for r in rows])
-  ids = [b'1', b'2', b'3', b''][:len(history_ratings) + 1]
+  ids = [b'1', b'2', b'3'][:len(history_ratings)] + [b'']  # padded at the end, as the ratings are
   columns['history_movie_ids'] = tf.constant([ids] * len(rows))
   columns['history_ratings'] = tf.constant([list(history_ratings) + [0.0]] * len(rows), tf.float32)
   return columns
