@@ -23,6 +23,7 @@ import json  # noqa: E402
 import logging as py_logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from typing import Iterator, List, Optional  # noqa: E402
 
 from contract import names  # noqa: E402
@@ -242,6 +243,10 @@ def _quiet_logging(args: argparse.Namespace) -> progress.Progress:
   if not args.verbose:
     # Before TensorFlow loads; --verbose keeps whatever the caller set.
     os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'
+    # As the Makefile's PYTHONWARNINGS: libraries warning about their own
+    # futures (google.api_core on Python 3.10, wheel, TF).
+    warnings.filterwarnings('ignore', category=FutureWarning)
+    warnings.filterwarnings('ignore', category=DeprecationWarning)
   from absl import logging
   logging.set_verbosity(logging.INFO)
   reporter = progress.Progress(sys.stdout, verbose=args.verbose)

@@ -28,9 +28,14 @@ _NOTES = re.compile(r'^(MovieLensExampleGen (reads|read )|Downloading|This model
 # - TFX's resolver on SQLite MLMD, which has no property predicates;
 # - TFT's vocabulary lookups inside the Transform graph (one per table);
 # - Beam's pure-Python CRC without python-snappy (TFRecords of 100K rows);
-# - TFX deprecating the custom_executor_spec our idempotent Pusher uses.
+# - TFX deprecating the custom_executor_spec our idempotent Pusher uses;
+# - TFT's analyzer cache keys, which it says are safe when analyzers run in
+#   a fixed order (preprocessing_fn's do);
+# - TensorFlow deprecating APIs that TFX and tfx_bsl call ('From <file>: ...').
 _NOISE = re.compile(r'^(ArtifactQuery\.property_predicate is not supported|Tables initialized inside a tf\.function'
-                    r"|Couldn't find python-snappy|`custom_executor_spec` is deprecated)")
+                    r"|Couldn't find python-snappy|`custom_executor_spec` is deprecated"
+                    r"|Analyzer \(.*\) node's cache key varies on repeated tracing"
+                    r'|From \S+: .* is deprecated and will be removed)', re.DOTALL)
 # Non-TTY output gets an epoch or trial line at most this often.
 _THROTTLE_S = 10.0
 

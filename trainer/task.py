@@ -3,6 +3,8 @@
 TFX packages this folder (``trainer/``) into the Trainer's cache key, so edits
 here re-run Trainer but never Transform.
 """
+import contextlib
+import io
 import os
 
 # Before TensorFlow loads: TFRS 0.7 and TFX 1.16 need Keras 2.
@@ -154,7 +156,20 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
 
 
 class _LoggedRandomSearch(keras_tuner.RandomSearch):
-  """RandomSearch with one log line per trial, so a long search shows progress in the run log."""
+  """RandomSearch with one log line per trial, so a long search shows progress in the run log.
+
+  Its summaries, which KerasTuner prints, go to the log too (INFO).
+  """
+
+  def search_space_summary(self, extended=False):
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+      super().search_space_summary(extended)
+    logging.info('Tuner search space:\n%s', text.getvalue())
+
+  def results_summary(self, num_trials=10):
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+      super().results_summary(num_trials)
+    logging.info('Tuner results:\n%s', text.getvalue())
 
   def on_trial_end(self, trial):
     super().on_trial_end(trial)
