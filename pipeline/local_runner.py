@@ -87,7 +87,7 @@ def folder_fingerprint(*folders: str) -> str:
 
 
 def search_fingerprint(task_file: str = configs.TRAINER_MODULE_FILE) -> str:
-  """sha256 of what defines the Tuner's search: hparams.py and the search functions of task.py.
+  """sha256 of what defines the Tuner's search: the defaults' files and the search functions of task.py.
 
   The Tuner's cache key holds this and no other code, so an edit to the
   model or the training loop keeps the last search (docs/pipeline.md).
@@ -100,13 +100,18 @@ def search_fingerprint(task_file: str = configs.TRAINER_MODULE_FILE) -> str:
   if len(parts) != len(SEARCH_FUNCTIONS):
     raise SystemExit(f'{task_file} must define {", ".join(SEARCH_FUNCTIONS)}: the Tuner\'s cache key is made of '
                      'them; update pipeline/local_runner.SEARCH_FUNCTIONS if they were renamed.')
-  with open(os.path.join(os.path.dirname(task_file), 'hparams.py')) as fh:
-    parts.append(fh.read())
+  for name in SEARCH_DEFAULTS_FILES:
+    path = os.path.join(os.path.dirname(task_file), name)
+    if os.path.exists(path):
+      with open(path) as fh:
+        parts.append(fh.read())
   return hashlib.sha256('\0'.join(parts).encode()).hexdigest()
 
 
-# The functions of trainer/task.py that define the Tuner's search.
+# The functions of trainer/task.py that define the Tuner's search, and the
+# files beside it that hold the defaults it searches around.
 SEARCH_FUNCTIONS = ('_search_space', 'tuner_fn')
+SEARCH_DEFAULTS_FILES = ('hparams.py', 'registry.py')
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
