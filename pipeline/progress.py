@@ -31,11 +31,16 @@ _NOTES = re.compile(r'^(MovieLensExampleGen (reads|read )|Downloading|This model
 # - TFX deprecating the custom_executor_spec our idempotent Pusher uses;
 # - TFT's analyzer cache keys, which it says are safe when analyzers run in
 #   a fixed order (preprocessing_fn's do);
-# - TensorFlow deprecating APIs that TFX and tfx_bsl call ('From <file>: ...').
+# - TensorFlow deprecating APIs that TFX and tfx_bsl call ('From <file>: ...');
+# - TF-Keras on saving the TFRS models, which have no get_config: they are
+#   served and evaluated through their signatures, never rebuilt by Keras
+#   (tests/test_signatures.py loads them back).
 _NOISE = re.compile(r'^(ArtifactQuery\.property_predicate is not supported|Tables initialized inside a tf\.function'
                     r"|Couldn't find python-snappy|`custom_executor_spec` is deprecated"
                     r"|Analyzer \(.*\) node's cache key varies on repeated tracing"
-                    r'|From \S+: .* is deprecated and will be removed)', re.DOTALL)
+                    r'|From \S+: .* is deprecated and will be removed'
+                    r"|Model's `__init__\(\)` arguments contain non-serializable objects"
+                    r'|Skipping full serialization of TF-Keras layer .*, because it is not built)', re.DOTALL)
 # Non-TTY output gets an epoch or trial line at most this often.
 _THROTTLE_S = 10.0
 
