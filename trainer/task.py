@@ -3,6 +3,8 @@
 TFX packages this folder (``trainer/``) into the Trainer's cache key, so edits
 here re-run Trainer but never Transform.
 """
+import contextlib
+import io
 import os
 
 # Before TensorFlow loads: TFRS 0.7 and TFX 1.16 need Keras 2.
@@ -114,7 +116,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, params, shuffle=True)
   evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, params, shuffle=False)
   neighbours = neighbour_statistics(params, tf_transform_output, train)
-  tuner = keras_tuner.RandomSearch(
+  tuner = _LoggedRandomSearch(
       hypermodel=lambda hps: build_model(_search_space(hps, params), tf_transform_output, neighbours),
       objective=keras_tuner.Objective('val_rmse', 'min'),
       max_trials=int(budget.get('max_trials', 10)),
@@ -122,6 +124,28 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
       'x': train, 'validation_data': evaluation, 'epochs': int(budget.get('epochs', params.epochs)),
       'verbose': 0, 'callbacks': [tf.keras.callbacks.EarlyStopping('val_rmse', mode='min', patience=3)]})
+
+
+class _LoggedRandomSearch(keras_tuner.RandomSearch):
+  """RandomSearch with one log line per trial, so a long search shows progress in the run log.
+
+  Its summaries, which KerasTuner prints, go to the log too (INFO).
+  """
+
+  def search_space_summary(self, extended=False):
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+      super().search_space_summary(extended)
+    logging.info('Tuner search space:\n%s', text.getvalue())
+
+  def results_summary(self, num_trials=10):
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+      super().results_summary(num_trials)
+    logging.info('Tuner results:\n%s', text.getvalue())
+
+  def on_trial_end(self, trial):
+    super().on_trial_end(trial)
+    score = 'n/a' if trial.score is None else f'{trial.score:.4f}'
+    logging.info('Tuner trial %d/%d: val_rmse %s', len(self.oracle.trials), self.oracle.max_trials, score)
 
 
 class _EpochLogger(tf.keras.callbacks.Callback):
