@@ -17,6 +17,9 @@ SCHEMA_FILE = os.path.join(_REPO_ROOT, 'schema', 'schema.pbtxt')
 DEFAULT_RMSE_THRESHOLD = 1.117
 # A candidate may be this much worse than the last blessed model (run-to-run noise).
 DEFAULT_RMSE_TOLERANCE = 0.01
+# And, as well, not significantly worse on the same test examples (EvalReport's
+# paired bootstrap).
+DEFAULT_REQUIRE_NOT_WORSE = True
 
 
 @dataclasses.dataclass
@@ -42,7 +45,11 @@ class PipelineConfig:
     tuner_epochs: epochs per Tuner trial.
     transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
-    rmse_tolerance: allowed RMSE increase over the latest blessed model.
+    rmse_tolerance: allowed RMSE increase over the latest blessed model
+      (TFMA's change threshold); None: no such threshold.
+    require_not_worse: bless only a candidate whose paired RMSE difference
+      with the latest blessed model is not significantly above zero
+      (EvalReport), instead of or as well as ``rmse_tolerance``.
     baseline_resolver: compare with the latest blessed model (a Resolver
       node). Off for open-source KFP 2.x, which cannot run Resolver nodes:
       the Evaluator then blesses on ``rmse_threshold`` alone.
@@ -61,7 +68,8 @@ class PipelineConfig:
   tuner_epochs: int = 10
   transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD
-  rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
+  rmse_tolerance: Optional[float] = DEFAULT_RMSE_TOLERANCE
+  require_not_worse: bool = DEFAULT_REQUIRE_NOT_WORSE
   baseline_resolver: bool = True
   pipeline_name: str = PIPELINE_NAME
   model_name: str = MODEL_NAME

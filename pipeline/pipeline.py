@@ -8,7 +8,7 @@ from tfx.dsl.components.base import executor_spec
 from components import idempotent_pusher
 from contract import names
 from components.data_validator import DataValidator
-from components.eval_report import EvalReport
+from components.eval_report import EvalReport, spec as eval_report_spec
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from components.retrieval_evaluator import RetrievalEvaluator
 from pipeline.configs import PipelineConfig
@@ -106,7 +106,11 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
+        # EvalReport's blessing, the one the Pusher reads; the Evaluator's
+        # alone may bless a model the paired test refused.
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                       producer_component_id=names.EVAL_REPORT,
+                                       output_key=eval_report_spec.MODEL_BLESSING_KEY)
     ).with_id(names.MODEL_RESOLVER)
 
   # TFMA on the held-out test split, overall and by slice (eval_config.py);
@@ -124,7 +128,8 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id(names.RETRIEVAL_EVALUATOR)
 
   # One static page a reviewer can decide from: the blessing and why, metrics
-  # against the baseline, slices, fairness, calibration and the data.
+  # with their intervals against the baseline, slices, fairness, calibration
+  # and the data; and the final blessing, the paired test included.
   eval_report = EvalReport(
       evaluation=evaluator.outputs['evaluation'],
       blessing=evaluator.outputs['blessing'],
@@ -133,14 +138,15 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       quarantine=example_gen.outputs['quarantine'],
       anomalies=example_validator.outputs['anomalies'],
       retrieval=retrieval_evaluator.outputs['evaluation'],
-      eval_split=EVAL_SPLIT).with_id(names.EVAL_REPORT)
+      eval_split=EVAL_SPLIT,
+      require_not_worse=config.require_not_worse).with_id(names.EVAL_REPORT)
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
   # unless that same model is already there.
   pusher = tfx.components.Pusher(
       custom_executor_spec=executor_spec.ExecutorClassSpec(idempotent_pusher.Executor),
       model=trainer.outputs['model'],
-      model_blessing=evaluator.outputs['blessing'],
+      model_blessing=eval_report.outputs[eval_report_spec.MODEL_BLESSING_KEY],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=f'{config.serving_model_dir}/{config.model_name}'))).with_id(names.PUSHER)
