@@ -34,6 +34,7 @@ from contract import names  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
 from trainer import retrieval, task  # noqa: E402
+from trainer import signatures  # noqa: E402
 from trainer.signatures import raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -131,7 +132,7 @@ def model_retrieval_metrics(model, tf_transform_output, cases, test):
 
   In process, through the same ``retrieve`` signature the Trainer exports.
   """
-  signature = retrieval.make_retrieve_signature(
+  signature = signatures.make_retrieve_signature(
       model, tf_transform_output.transform_features_layer(), raw_spec_without_label(tf_transform_output),
       tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
   return protocol.model_metrics(protocol.retriever(signature), test, cases)
@@ -173,7 +174,7 @@ def main(argv=None):
       if name in RANKING_MODELS:
         predictions.append(predict(model, tf_transform_output, test['serialized']))
         shown.append(f'test RMSE {_rmse(predictions[-1], labels):.4f}')
-        if f.MOVIE_RATING_COUNT in getattr(model, 'RAW_FEATURES', ()):
+        if f.MOVIE_RATING_COUNT in f.raw_inputs(model.TRANSFORM_OUTPUTS):
           without_stats.append(_rmse(predict(model, tf_transform_output, test['serialized'], False), labels))
           shown.append(f'without movie statistics {without_stats[-1]:.4f}')
       if name in RETRIEVAL_MODELS:

@@ -73,7 +73,7 @@ def _export(output, transformed, path, epochs, seed):
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(32), epochs=epochs, verbose=0)
   serving = os.path.join(path, 'Format-Serving')
-  tf.saved_model.save(model, serving, signatures=make_serving_signatures(model, output, model.RAW_FEATURES))
+  tf.saved_model.save(model, serving, signatures=make_serving_signatures(model, output))
   tf.io.gfile.makedirs(os.path.join(serving, 'assets.extra'))
   with open(os.path.join(serving, 'assets.extra', 'hparams.json'), 'w') as fh:
     json.dump({'model': 'ranking', 'epochs': epochs}, fh)

@@ -6,8 +6,8 @@ import tensorflow_transform as tft
 
 from contract import names
 from trainer import hparams as hp
-from trainer import signatures
-from trainer.task import build_model
+from trainer import registry, signatures
+from trainer.task import build_model, serving_signatures
 from transforms import features as f
 
 pytestmark = pytest.mark.unit
@@ -18,13 +18,17 @@ def _export(tiny_transform, tmp_path, model_name):
   output = tft.TFTransformOutput(out_dir)
   tf.keras.utils.set_random_seed(0)
   overrides = {'model': model_name, 'embedding_dim': 4, 'layer_sizes': '8'}
-  model = build_model(hp.resolve({'hparams': overrides}), output)
+  params = hp.resolve({'hparams': overrides})
+  model = build_model(params, output)
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
   export_dir = str(tmp_path / model_name)
   tf.saved_model.save(model, export_dir,
-                      signatures=signatures.make_serving_signatures(model, output, model.RAW_FEATURES))
-  return tf.saved_model.load(export_dir), output, model
+                      signatures=serving_signatures(params, model, output))
+  return tf.saved_model.load(export_dir), output, model, registry.get(model_name)
+
+
+_REQUEST = set(f.names(f.USER) + f.names(f.CONTEXT))
 
 
 def _user(loaded, history=(), k=3, **values):
@@ -50,16 +54,17 @@ def exported(request, tiny_transform, tmp_path_factory):
 
 
 def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
-  loaded, _, _ = exported
+  loaded, _, _, entry = exported
   inputs = set(loaded.signatures[names.RECOMMEND].structured_input_signature[1])
   assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K} <= inputs
-  assert inputs - {names.K} <= set(signatures.REQUEST_FEATURES)
-  assert set(loaded.signatures) == {'serving_default', 'serving_tf_example', 'transform_features',
-                                    names.RECOMMEND}
+  assert inputs - {names.K} <= _REQUEST
+  retrieves = {names.RETRIEVE} if entry.retrieves else set()
+  assert set(loaded.signatures) == {names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.TRANSFORM_FEATURES,
+                                    names.RECOMMEND} | retrieves
 
 
 def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs(exported, tiny_transform):
-  loaded, output, model = exported
+  loaded, output, model, entry = exported
   catalog = signatures.read_catalog(output)
   history = [('1', 4), ('2', 2)]
   user = dict(user_id='3', user_age=27, user_gender='F', user_occupation='writer', timestamp=880000000)
@@ -79,19 +84,18 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
       request[name] = tf.constant([[b'1', b'2']] * len(rows))
     elif name == f.HISTORY_RATINGS:
       request[name] = tf.constant([[4.0, 2.0]] * len(rows))
-    elif name not in signatures.REQUEST_FEATURES:
+    elif name not in _REQUEST:
       # A movie feature the catalog lacks: recommend sends what a client that does not know it sends.
       request[name] = tf.zeros([len(rows)], spec.dtype)
     else:
       request[name] = tf.constant([user[name]] * len(rows), spec.dtype)
-  if hasattr(model, 'query_embeddings'):
+  if entry.retrieves:
     # A model with retrieval towers scores by them: query . candidate.
     raw = {name: tf.constant([user[name]]) for name in (f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION)}
     raw[f.USER_AGE] = tf.cast(raw[f.USER_AGE], tf.int64)
     raw[f.HISTORY_MOVIE_IDS] = tf.constant([[b'1', b'2']])
     raw[f.HISTORY_RATINGS] = tf.constant([[4.0, 2.0]])
-    query = model.query_embeddings(model.tft_layer(
-        signatures._to_parsed(raw, signatures.raw_spec_without_label(output))))
+    query = model.query_embeddings(model.tft_layer(signatures.to_parsed(raw)))
     vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
     candidates = model.candidate_embeddings(
         {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m.encode()) for m in ids], tf.int64)})
@@ -104,7 +108,7 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
 
 
 def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):
-  loaded, output, _ = exported
+  loaded, output, _, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
   unknown = loaded.signatures[names.RECOMMEND](
       **_user(loaded, [('no-such-movie', 5)], k=5, user_id='no-such-user', user_gender='X', user_occupation='?'))
@@ -120,7 +124,7 @@ def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exporte
 
 
 def test_recommend_batches_users_with_their_own_k(exported):
-  loaded, _, _ = exported
+  loaded, _, _, _ = exported
   one = _user(loaded, k=2, user_id='1')
   two = _user(loaded, k=4, user_id='5', user_age=60)
   batch = {n: tf.concat([one[n], two[n]], 0) for n in one}
@@ -133,7 +137,7 @@ def test_recommend_batches_users_with_their_own_k(exported):
 
 
 def test_recommend_clips_k(exported, tiny_transform):
-  loaded, output, _ = exported
+  loaded, output, _, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
   top = loaded.signatures[names.RECOMMEND](**_user(loaded, k=10_000))
   assert top[names.MOVIE_IDS].shape[1] == min(n_movies, names.MAX_K)

@@ -27,8 +27,9 @@ class RankingModel(tfrs.Model):
     l2: L2 penalty on the embeddings and Dense kernels.
   """
 
-  # Raw features the serving signature needs from a request.
-  RAW_FEATURES: Tuple[str, ...] = (f.USER_ID, f.MOVIE_ID)
+  # Transform outputs it reads; the raw features a request carries follow
+  # from them (features.raw_inputs).
+  TRANSFORM_OUTPUTS: Tuple[str, ...] = (f.transformed_name(f.USER_ID), f.transformed_name(f.MOVIE_ID))
 
   def __init__(self, user_vocab_size: int, movie_vocab_size: int, embedding_dim: int = 32,
                layer_sizes: Sequence[int] = (256, 64), l2: float = 0.0):
@@ -115,9 +116,12 @@ class HistoryRankingModel(tfrs.Model):
       None leaves the term out.
   """
 
-  RAW_FEATURES: Tuple[str, ...] = (
-      f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION,
-      f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN)
+  # Transform outputs it reads at serving time. Training also passes the
+  # row's user and label to the kNN term, to leave that user out.
+  TRANSFORM_OUTPUTS: Tuple[str, ...] = tuple(f.transformed_name(name) for name in (
+      f.MOVIE_ID, f.TITLE_TOKENS, f.GENRES, f.RELEASE_YEAR, f.RELEASE_YEAR_KNOWN, f.MOVIE_AGE, f.USER_AGE,
+      f.AGE_BUCKET, f.USER_GENDER, f.USER_OCCUPATION, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS,
+      f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN))
 
   def __init__(self, movie_vocab_size: int, title_vocab_size: int, gender_vocab_size: int,
                occupation_vocab_size: int, embedding_dim: int = 32,
@@ -211,9 +215,9 @@ class HistoryRankingModel(tfrs.Model):
 
     neighbour, neighbour_mass = self._neighbours(features, mask, (residuals - user_bias[:, None]) * weights, training)
 
-    title, title_mask = self._lookup(self.title_embedding, features[xf('title_tokens')])
+    title, title_mask = self._lookup(self.title_embedding, features[xf(f.TITLE_TOKENS)])
     dense = tf.stack([
-        features[xf(f.RELEASE_YEAR)], features[xf('release_year_known')], features[xf('movie_age')],
+        features[xf(f.RELEASE_YEAR)], features[xf(f.RELEASE_YEAR_KNOWN)], features[xf(f.MOVIE_AGE)],
         features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, recent_bias, knn, affinity,
         (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32), tf.math.log1p(movie_count) / 4.0,
         item_bias - movie_bias, neighbour, tf.math.log1p(neighbour_mass)], axis=1)

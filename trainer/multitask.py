@@ -31,7 +31,7 @@ class MultitaskModel(tfrs.Model):
     retrieval_weight: weight of the retrieval loss.
   """
 
-  RAW_FEATURES = HistoryRankingModel.RAW_FEATURES
+  TRANSFORM_OUTPUTS = tuple(dict.fromkeys(HistoryRankingModel.TRANSFORM_OUTPUTS + RetrievalModel.TRANSFORM_OUTPUTS))
 
   def __init__(self, ranking: HistoryRankingModel, movie_vocab_size: int, gender_vocab_size: int,
                occupation_vocab_size: int, retrieval_layer_sizes=(128,), dropout: float = 0.2,

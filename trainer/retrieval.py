@@ -241,6 +241,7 @@ class RetrievalModel(tfrs.Model):
 
   QUERY_FEATURES = QUERY_FEATURES
   CANDIDATE_FEATURES = CANDIDATE_FEATURES
+  TRANSFORM_OUTPUTS = QUERY_FEATURES + CANDIDATE_FEATURES
 
   def __init__(self, movie_vocab_size: int, gender_vocab_size: int, occupation_vocab_size: int,
                embedding_dim: int = 64, layer_sizes: Sequence[int] = (128,), dropout: float = 0.2,
@@ -447,40 +448,3 @@ def save_index(index: tfrs.layers.factorized_top_k.TopK, export_dir: str,
     options = tf.saved_model.SaveOptions(namespace_whitelist=['Scann'])
   tf.saved_model.save(index, export_dir, signatures={names.SERVING_DEFAULT: serve.get_concrete_function(**specs)},
                       options=options)
-
-
-# Signature of models with query and candidate towers (retrieval, multitask).
-
-
-def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.Layer, raw_spec: Dict[str, object],
-                            movie_ids: Sequence[bytes]) -> tf.types.experimental.ConcreteFunction:
-  """``retrieve``: serialized tf.Examples and ``k`` to the top ``k`` catalogue movies.
-
-  Candidate generation by the towers alone, exact (brute force in plain TF
-  ops, so stock TF Serving runs it). It excludes nothing: the caller drops
-  movies the user has seen, so ask for ``k`` plus their number. The
-  pipeline's RetrievalEvaluator scores a model through it.
-
-  Args:
-    model: a model with ``query_embeddings`` and ``candidate_embeddings``.
-    tft_layer: the Transform layer, tracked on the model.
-    raw_spec: the raw feature spec of a serving tf.Example (no label).
-    movie_ids: the movie vocabulary, row i being vocabulary id i.
-
-  Returns:
-    A concrete function: ``examples`` string [B], ``k`` int32 scalar (clipped
-    to the catalogue) to ``movie_ids`` string [B, k] and ``scores`` float32 [B, k].
-  """
-  identifiers = tf.constant(list(movie_ids), dtype=tf.string)
-  count = len(movie_ids)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples'),
-                                tf.TensorSpec([], tf.int32, name='k')])
-  def retrieve(examples, k):
-    features = tft_layer(tf.io.parse_example(examples, raw_spec))
-    candidates = model.candidate_embeddings({MOVIE_ID_KEY: tf.range(count, dtype=tf.int64)})
-    scores = tf.matmul(model.query_embeddings(features), candidates, transpose_b=True)
-    top = tf.math.top_k(scores, k=tf.minimum(k, count))
-    return {'movie_ids': tf.gather(identifiers, top.indices), 'scores': top.values}
-
-  return retrieve.get_concrete_function()

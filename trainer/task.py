@@ -21,8 +21,8 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from contract import names  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import distribution, models, multitask, retrieval, similarity  # noqa: E402
-from trainer.signatures import make_serving_signatures, raw_spec_without_label  # noqa: E402
+from trainer import distribution, registry, similarity  # noqa: E402
+from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 HPARAMS_FILE = names.HPARAMS_FILE
@@ -54,10 +54,6 @@ def _vocab_size(tf_transform_output: tft.TFTransformOutput, name: str) -> int:
   return int(tf_transform_output.vocabulary_size_by_name(name)) + f.OOV_BUCKETS
 
 
-# Models built on HistoryRankingModel, which has the kNN term.
-HISTORY_MODELS = ('history_ranking', 'multitask')
-
-
 def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
                 neighbours: Optional[Dict[str, np.ndarray]] = None) -> tf.keras.Model:
   """Builds and compiles the model ``params.model`` names, sized from Transform.
@@ -65,32 +61,7 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
   ``neighbours`` (``neighbour_statistics`` of the train split) make the
   history models' kNN term; None leaves the term out.
   """
-  vocab = lambda name: _vocab_size(tf_transform_output, name)  # noqa: E731
-  if params.model == 'ranking':
-    model = models.RankingModel(
-        user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
-        embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
-  elif params.model in HISTORY_MODELS:
-    model = models.HistoryRankingModel(
-        movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
-        gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
-        embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, cross_layers=params.cross_layers,
-        dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage,
-        movie_shrinkage=params.movie_shrinkage, movie_stats_dropout=params.movie_stats_dropout,
-        similarity=None if neighbours is None else similarity.Similarity(
-            neighbours, shrinkage=params.neighbour_shrinkage, name='movie_similarity'))
-    if params.model == 'multitask':
-      model = multitask.MultitaskModel(
-          model, movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
-          occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), retrieval_layer_sizes=params.retrieval_layer_sizes,
-          dropout=params.dropout, retrieval_weight=params.retrieval_weight)
-  elif params.model == 'retrieval':
-    model = retrieval.RetrievalModel(
-        movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
-        occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), embedding_dim=params.embedding_dim,
-        layer_sizes=params.layer_sizes, dropout=params.dropout)
-  else:
-    raise ValueError(f'Unknown model {params.model!r}; available: {sorted(hp.MODEL_DEFAULTS)}.')
+  model = registry.get(params.model).build(params, lambda name: _vocab_size(tf_transform_output, name), neighbours)
   optimizers = {'adagrad': tf.keras.optimizers.Adagrad, 'adam': tf.keras.optimizers.Adam}
   if params.optimizer not in optimizers:
     raise ValueError(f'Unknown optimizer {params.optimizer!r}; available: {sorted(optimizers)}.')
@@ -101,7 +72,7 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
 def neighbour_statistics(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
                          train: tf.data.Dataset) -> Optional[Dict[str, np.ndarray]]:
   """The kNN tables from the train split, for models that use them (else None)."""
-  if params.model not in HISTORY_MODELS or not params.neighbour_shrinkage:
+  if not registry.get(params.model).neighbours or not params.neighbour_shrinkage:
     return None
   statistics = similarity.from_dataset(train, _vocab_size(tf_transform_output, f.USER_VOCAB),
                                        _vocab_size(tf_transform_output, f.MOVIE_VOCAB))
@@ -113,7 +84,7 @@ def _callbacks(params: hp.HParams) -> List[tf.keras.callbacks.Callback]:
   if not params.early_stopping_patience:
     return []
   # Rating models stop on eval RMSE, retrieval on its eval softmax loss.
-  monitor = 'val_rmse' if params.model in hp.RATING_MODELS else 'val_loss'
+  monitor = 'val_rmse' if registry.get(params.model).rates else 'val_loss'
   return [tf.keras.callbacks.EarlyStopping(monitor, mode='min', patience=params.early_stopping_patience,
                                            restore_best_weights=True)]
 
@@ -183,12 +154,18 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
   return model
 
 
+def serving_signatures(params: hp.HParams, model: tf.keras.Model,
+                       tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+  """The signatures the Trainer saves ``model`` with (``trainer/signatures.py``)."""
+  return make_serving_signatures(model, tf_transform_output, retrieves=registry.get(params.model).retrieves)
+
+
 # TFX Trainer calls this.
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the model and saves it with its serving signatures."""
   tuned = fn_args.hyperparameters.get('values') if fn_args.hyperparameters else None
   params = hp.resolve(fn_args.custom_config, tuned)
-  if params.model not in hp.RATING_MODELS:
+  if not registry.get(params.model).rates:
     raise ValueError(f'The pipeline trains rating models {hp.RATING_MODELS}; {params.model!r} has no rating '
                      'output for its Evaluator and serving signatures. `make bench-quality` trains and scores it.')
   logging.info('Trainer hyperparameters: %s', params.to_json())
@@ -202,11 +179,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
   model = fit(params, tf_transform_output, train, evaluation,
               [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
 
-  signatures = make_serving_signatures(model, tf_transform_output, model.RAW_FEATURES)
-  if hasattr(model, 'query_embeddings'):
-    signatures[names.RETRIEVE] = retrieval.make_retrieve_signature(
-        model, model.tft_layer, raw_spec_without_label(tf_transform_output),
-        tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
+  signatures = serving_signatures(params, model, tf_transform_output)
   # Every worker saves (a collective op); only the chief's copy is the model.
   model_dir = distribution.model_dir(fn_args.serving_model_dir)
   tf.saved_model.save(model, model_dir, signatures=signatures)

@@ -1,9 +1,30 @@
-"""Feature names, the label key and vocabulary names: the one place they live.
+"""The feature contract: every raw feature and Transform output, declared once.
 
-ExampleGen writes these raw features, ``preprocessing_fn`` reads them, the
-Trainer reads the transformed ones, and the Evaluator takes ``LABEL_KEY`` from
-here. Nothing else spells a feature name.
+``FEATURES`` is the table of raw features: name, dtype, shape, role (user,
+movie, context, label), valid range or domain, the value a request sends when
+it does not know one, and what that value becomes. ``OUTPUTS`` names every
+Transform output and the raw features it is computed from, so which outputs a
+feature feeds is read off the table, never probed. Everything else derives
+from these two tables:
+
+- ExampleGen quarantines rows outside the ranges, and ``schema/schema.pbtxt``
+  states the same bounds (tests/test_schema.py);
+- ``preprocessing_fn`` fills unknowns (``UNKNOWN``) in one step, inside the
+  Transform graph, so training, every serving signature and stock TF Serving
+  treat them alike;
+- the raw-JSON signature's inputs (``signature_inputs``), and ``recommend``'s
+  split of them into request and catalogue (``ROLES``);
+- the server's range checks (``check_values``), the request log's columns and
+  the validate command's expected columns.
+
+docs/features.md shows the table; tests/test_features.py checks it against
+this module. It imports only the standard library and numpy.
 """
+import dataclasses
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 # Raw features written by MovieLensExampleGen, one tf.Example per rating.
 USER_ID = 'user_id'              # bytes, e.g. b'196'
@@ -36,18 +57,6 @@ HISTORY_LENGTH = 50
 MOVIE_RATING_COUNT = 'movie_rating_count'  # int64
 MOVIE_RATING_MEAN = 'movie_rating_mean'    # float
 
-# Raw features and their kinds, for the raw-JSON serving signature.
-# 'scalar' features carry exactly one value per example; 'multi' any number;
-# 'optional' zero or one.
-STRING_FEATURES = (USER_ID, MOVIE_ID, MOVIE_TITLE, USER_GENDER, USER_OCCUPATION, USER_ZIP)
-INT_FEATURES = (USER_AGE, TIMESTAMP, MOVIE_RATING_COUNT)
-OPTIONAL_INT_FEATURES = (RELEASE_YEAR,)
-MULTI_STRING_FEATURES = (GENRES, HISTORY_MOVIE_IDS)
-FLOAT_FEATURES = (MOVIE_RATING_MEAN,)
-MULTI_FLOAT_FEATURES = (HISTORY_RATINGS,)
-# A multi-valued feature whose values pair up with another's, one for one.
-ALIGNED_WITH = {HISTORY_RATINGS: HISTORY_MOVIE_IDS}
-
 # Valid ranges of raw values. MovieLensExampleGen quarantines rows outside
 # them and schema/schema.pbtxt states the same bounds (tests/test_schema.py).
 RATING_RANGE = (1.0, 5.0)
@@ -72,7 +81,6 @@ USER_VOCAB = 'user_id_vocab'
 MOVIE_VOCAB = 'movie_id_vocab'
 GENDER_VOCAB = 'gender_vocab'
 OCCUPATION_VOCAB = 'occupation_vocab'
-ZIP_VOCAB = 'zip3_vocab'
 GENRE_VOCAB = 'genre_vocab'
 
 # Out-of-vocabulary buckets: ids Transform did not see in train land here.
@@ -111,3 +119,251 @@ WEEKDAY = 'weekday'
 def transformed_name(key: str) -> str:
   """Name of the Transform output derived from raw feature ``key``."""
   return key + '_xf'
+
+
+# Title words per movie, and the size of their vocabulary (8 words cover 99%
+# of ML-100K's titles; 5,000 words cover them all).
+TITLE_TOKENS = 'title_tokens'
+TITLE_TOKEN_COUNT = 8
+TITLE_VOCAB_SIZE = 5000
+RELEASE_YEAR_KNOWN = 'release_year_known'
+MOVIE_AGE = 'movie_age'
+
+# Shapes: exactly one value per example; any number; zero or one.
+SCALAR, MULTI, OPTIONAL = 'scalar', 'multi', 'optional'
+# Roles. recommend takes USER and CONTEXT features from the request and
+# MOVIE features from its catalogue (or their unknown value, for a live
+# statistic the catalogue does not hold).
+USER, MOVIE, CONTEXT, LABEL = 'user', 'movie', 'context', 'label'
+REQUEST_ROLES = (USER, CONTEXT)
+
+# The gender values of u.user; ExampleGen quarantines any other.
+GENDERS = ('M', 'F')
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+  """One raw feature, as ExampleGen writes it and a request sends it.
+
+  Attributes:
+    name: the tf.Example key and the JSON field.
+    dtype: 'string', 'int64' or 'float32'.
+    shape: SCALAR, MULTI or OPTIONAL.
+    role: USER, MOVIE, CONTEXT or LABEL.
+    description: one line for docs/features.md.
+    valid_range: inclusive (low, high) of a number; ExampleGen quarantines
+      rows outside it, the schema states it, and the server answers 400.
+    domain: the closed set of strings a value comes from, if any.
+    unknown: what a request sends when it does not know the value (for a
+      MULTI feature, an empty list). It is exempt from ``valid_range``.
+    becomes: what the model reads in place of ``unknown`` (the fill step of
+      ``preprocessing_fn``).
+    max_values: the most values a MULTI feature carries.
+    aligned_with: a MULTI feature whose values pair up with this one's.
+  """
+  name: str
+  dtype: str
+  shape: str
+  role: str
+  description: str
+  valid_range: Optional[Tuple[float, float]] = None
+  domain: Optional[Tuple[str, ...]] = None
+  unknown: Any = None
+  becomes: str = ''
+  max_values: Optional[int] = None
+  aligned_with: Optional[str] = None
+
+  def range_text(self) -> str:
+    """'in 1..120, or 0 for unknown': the valid values, as messages state them."""
+    low, high = self.valid_range
+    unknown = f', or {self.unknown!r} for unknown' if self.shape != MULTI and self.unknown is not None else ''
+    return f'in {_number(low)}..{_number(high)}{unknown}'
+
+  def check(self, values: Iterable[Any]) -> Optional[str]:
+    """A message naming the range when a value (other than ``unknown``) is outside it; else None."""
+    if self.valid_range is None:
+      return None
+    low, high = self.valid_range
+    for value in values:
+      if value == self.unknown and self.shape != MULTI:
+        continue
+      if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+          math.isfinite(value) and low <= value <= high):
+        return f'"{self.name}" must be {self.range_text()}; got {value!r}.'
+    return None
+
+
+def _number(x: float) -> str:
+  return str(int(x)) if float(x).is_integer() else f'{x:g}'
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+  """One Transform output and the raw features ``preprocessing_fn`` computes it from.
+
+  Attributes:
+    name: the transformed feature key.
+    inputs: raw feature names.
+    description: one line for docs/features.md.
+    slice_only: the Evaluator slices on it; no model reads it.
+  """
+  name: str
+  inputs: Tuple[str, ...]
+  description: str
+  slice_only: bool = False
+
+
+_HISTORY_RULE = (f'the user\'s ratings strictly before this one, oldest first, the latest {HISTORY_LENGTH}')
+
+FEATURES: Tuple[Feature, ...] = (
+    Feature(USER_ID, 'string', SCALAR, USER, 'MovieLens user id, e.g. "196"', unknown='',
+            becomes='the out-of-vocabulary bucket (a user not seen in training)'),
+    Feature(USER_AGE, 'int64', SCALAR, USER, 'age in years', valid_range=AGE_RANGE, unknown=0,
+            becomes='the mean age of the train split (a Transform analyzer)'),
+    Feature(USER_GENDER, 'string', SCALAR, USER, '"M" or "F"', domain=GENDERS, unknown='',
+            becomes='the out-of-vocabulary bucket'),
+    Feature(USER_OCCUPATION, 'string', SCALAR, USER, 'one of u.occupation, e.g. "technician"', unknown='',
+            becomes='the out-of-vocabulary bucket'),
+    Feature(USER_ZIP, 'string', SCALAR, USER, 'zip code; no model reads it (it let models memorise users)',
+            unknown=''),
+    Feature(HISTORY_MOVIE_IDS, 'string', MULTI, USER, 'movie ids of ' + _HISTORY_RULE, unknown=[],
+            becomes='an empty history (the cold-start path)', max_values=HISTORY_LENGTH),
+    Feature(HISTORY_RATINGS, 'float32', MULTI, USER, 'their ratings, one per movie id', valid_range=RATING_RANGE,
+            unknown=[], becomes='an empty history', max_values=HISTORY_LENGTH, aligned_with=HISTORY_MOVIE_IDS),
+    Feature(MOVIE_ID, 'string', SCALAR, MOVIE, 'MovieLens movie id, e.g. "242"', unknown='',
+            becomes='the out-of-vocabulary bucket (a movie not seen in training)'),
+    Feature(MOVIE_TITLE, 'string', SCALAR, MOVIE, 'title with the year, e.g. "Toy Story (1995)"', unknown='',
+            becomes='no title words'),
+    Feature(GENRES, 'string', MULTI, MOVIE, 'genre names from u.genre', domain=GENRE_NAMES, unknown=[],
+            becomes='no genre', max_values=len(GENRE_NAMES)),
+    Feature(RELEASE_YEAR, 'int64', OPTIONAL, MOVIE, 'release year; absent when u.item has no date',
+            valid_range=RELEASE_YEAR_RANGE, unknown=0,
+            becomes='the mean year of the train split, with release_year_known 0'),
+    Feature(MOVIE_RATING_COUNT, 'int64', SCALAR, MOVIE,
+            'ratings the movie had strictly before this one, by anyone (a live statistic)',
+            valid_range=(0, 2**31 - 1), unknown=0, becomes='the learned movie bias alone'),
+    Feature(MOVIE_RATING_MEAN, 'float32', SCALAR, MOVIE, 'their mean; 0 when there were none',
+            valid_range=(0.0, RATING_RANGE[1]), unknown=0.0, becomes='the learned movie bias alone'),
+    Feature(TIMESTAMP, 'int64', SCALAR, CONTEXT, 'when the rating (or the request) happens, unix seconds',
+            valid_range=TIMESTAMP_RANGE, unknown=0, becomes='the time the model is called'),
+    Feature(RATING, 'float32', SCALAR, LABEL, 'the rating, the label', valid_range=RATING_RANGE),
+)
+
+_xf = transformed_name
+OUTPUTS: Tuple[Output, ...] = (
+    Output(_xf(USER_ID), (USER_ID,), 'user vocabulary id (frequency-ranked, OOV last)'),
+    Output(_xf(NEW_USER), (USER_ID,), '1 when the user is not in the train vocabulary', slice_only=True),
+    Output(_xf(MOVIE_ID), (MOVIE_ID,), 'movie vocabulary id, 0 the most rated'),
+    Output(_xf(MOVIE_POPULARITY), (MOVIE_ID,), '0 head, 1 torso, 2 tail by train rank', slice_only=True),
+    Output(_xf(HISTORY_MOVIE_IDS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
+           f'history movie vocabulary ids [B, {HISTORY_LENGTH}], padded with {HISTORY_PAD_ID}'),
+    Output(_xf(HISTORY_RATINGS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
+           f'history ratings [B, {HISTORY_LENGTH}], 0 where padded'),
+    Output(_xf(TITLE_TOKENS), (MOVIE_TITLE,), f'title word ids [B, {TITLE_TOKEN_COUNT}], padded with {HISTORY_PAD_ID}'),
+    Output(_xf(USER_GENDER), (USER_GENDER,), 'gender vocabulary id'),
+    Output(_xf(USER_OCCUPATION), (USER_OCCUPATION,), 'occupation vocabulary id'),
+    Output(_xf(USER_AGE), (USER_AGE,), 'age, z-scored on train'),
+    Output(_xf(AGE_BUCKET), (USER_AGE,), f'age bucket by {AGE_BOUNDARIES}'),
+    Output(_xf(GENRES), (GENRES,), f'multi-hot genres [B, {len(GENRE_NAMES)}]'),
+    Output(_xf(RELEASE_YEAR), (RELEASE_YEAR,), 'release year, z-scored on train'),
+    Output(_xf(RELEASE_YEAR_KNOWN), (RELEASE_YEAR,), '1 when the release year is known'),
+    Output(_xf(WEEKDAY), (TIMESTAMP,), 'day of week, 0 = Monday (UTC)', slice_only=True),
+    Output(_xf(MOVIE_AGE), (TIMESTAMP, RELEASE_YEAR), "the movie's age at rating time, z-scored on train"),
+    Output(_xf(MOVIE_RATING_COUNT), (MOVIE_RATING_COUNT,), 'live rating count, unscaled'),
+    Output(_xf(MOVIE_RATING_MEAN), (MOVIE_RATING_MEAN,), 'live rating mean, unscaled'),
+    Output(LABEL_KEY, (RATING,), 'the label'),
+)
+
+BY_NAME: Dict[str, Feature] = {x.name: x for x in FEATURES}
+OUTPUT_BY_NAME: Dict[str, Output] = {x.name: x for x in OUTPUTS}
+# Features a serving request may carry: all but the label.
+SERVING_FEATURES: Tuple[str, ...] = tuple(x.name for x in FEATURES if x.role != LABEL)
+
+
+def names(role: Optional[str] = None, dtype: Optional[str] = None, shape: Optional[str] = None,
+          table: Sequence[Feature] = FEATURES) -> Tuple[str, ...]:
+  """Names of the table's features with the given role, dtype and shape (None matches any)."""
+  return tuple(x.name for x in table
+               if (role is None or x.role == role) and (dtype is None or x.dtype == dtype)
+               and (shape is None or x.shape == shape))
+
+
+def feeds(feature: str, outputs: Sequence[Output] = OUTPUTS) -> Tuple[str, ...]:
+  """The Transform outputs computed from raw ``feature``."""
+  return tuple(o.name for o in outputs if feature in o.inputs)
+
+
+def raw_inputs(read: Iterable[str], table: Sequence[Feature] = FEATURES,
+               outputs: Sequence[Output] = OUTPUTS) -> Tuple[str, ...]:
+  """The raw features a model that reads Transform outputs ``read`` needs, in table order."""
+  by_name = {o.name: o for o in outputs}
+  unknown = sorted(set(read) - set(by_name))
+  if unknown:
+    raise ValueError(f'Transform outputs {unknown} are not in the OUTPUTS table; add them to '
+                     'transforms/features.py with the raw features they read.')
+  needed = {name for o in read for name in by_name[o].inputs}
+  return tuple(x.name for x in table if x.name in needed)
+
+
+def unknown_values(table: Sequence[Feature] = FEATURES) -> Dict[str, Any]:
+  """What a request sends for each feature it does not know."""
+  return {x.name: x.unknown for x in table if x.role != LABEL}
+
+
+def check_columns(columns: Mapping[str, Any], table: Sequence[Feature] = FEATURES) -> Optional[str]:
+  """The first range violation in a request's columns, as a message naming the range; None when all are valid.
+
+  Args:
+    columns: feature name to its values, one per example: a [B] array for
+      SCALAR and OPTIONAL features, a [B, T] array padded at the end for
+      MULTI ones (the raw signature's layout). Names outside the table are
+      not checked.
+    table: the feature table.
+
+  ``unknown`` is always valid. A MULTI feature aligned with another is
+  checked only where the other has a value (not ''), so padding is free.
+  """
+  by_name = {x.name: x for x in table}
+  for name, values in columns.items():
+    feature = by_name.get(name)
+    if feature is None or feature.valid_range is None:
+      continue
+    array = np.asarray(values)
+    if array.dtype == object or array.size == 0:
+      continue
+    valid = np.ones(array.shape, bool)
+    if feature.shape == MULTI:
+      if feature.aligned_with in columns:
+        valid = np.asarray(columns[feature.aligned_with]) != (b'' if np.asarray(
+            columns[feature.aligned_with]).dtype == object else '')
+    else:
+      valid = array != feature.unknown
+    low, high = feature.valid_range
+    bad = valid & ~((array >= low) & (array <= high))
+    if bad.any():
+      return feature.check([array[bad].flat[0].item()])
+  return None
+
+
+def describe(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OUTPUTS) -> List[Dict[str, str]]:
+  """The table as rows of text, for docs/features.md."""
+  rows = []
+  for x in table:
+    valid = (f'{_number(x.valid_range[0])}..{_number(x.valid_range[1])}' if x.valid_range
+             else ', '.join(x.domain) if x.domain and len(x.domain) <= 3 else
+             f'{len(x.domain)} names' if x.domain else '')
+    rows.append({'feature': x.name, 'dtype': x.dtype, 'shape': x.shape, 'role': x.role, 'valid': valid,
+                 'unknown': '' if x.unknown is None else repr(x.unknown), 'becomes': x.becomes,
+                 'feeds': ', '.join(feeds(x.name, outputs)), 'description': x.description})
+  return rows
+
+
+# Derived lists, for code that asks by kind.
+STRING_FEATURES = names(dtype='string', shape=SCALAR)
+INT_FEATURES = names(dtype='int64', shape=SCALAR)
+OPTIONAL_INT_FEATURES = names(dtype='int64', shape=OPTIONAL)
+MULTI_STRING_FEATURES = names(dtype='string', shape=MULTI)
+FLOAT_FEATURES = tuple(n for n in names(dtype='float32', shape=SCALAR) if n != LABEL_KEY)
+MULTI_FLOAT_FEATURES = names(dtype='float32', shape=MULTI)
+MULTI_VALUED = names(shape=MULTI)
+ALIGNED_WITH = {x.name: x.aligned_with for x in FEATURES if x.aligned_with}
