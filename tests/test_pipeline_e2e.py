@@ -171,7 +171,7 @@ def _check_intervals(report, has_baseline):
                                                                     'intervals': report['overall']['intervals'],
                                                                     'small': False}]:
     found = row['intervals'][ROOT_MSE]
-    assert found['low'] < found['high']
+    assert found['low'] <= found['high']
     if not row['small']:
       assert found['low'] <= row['candidate'][ROOT_MSE] <= found['high']
   small = [r for g in report['slices'] for r in g['rows'] if r['small']]
