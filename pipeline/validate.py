@@ -132,7 +132,7 @@ def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.
 
 
 def _csv_feature(name: str, text: str, feature_type) -> tf.train.Feature:
-  multi_valued = name in f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES
+  multi_valued = name in f.MULTI_VALUED
   values = [v for v in text.split('|') if v != ''] if multi_valued else ([text] if text != '' else [])
   if feature_type == schema_pb2.INT:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
@@ -160,7 +160,7 @@ def read_csv(path: str, schema: schema_pb2.Schema,
         # An empty cell is an absent value (a request without a user_id), not an empty list.
         feature = {name: _csv_feature(name, text.strip(), types[name])
                    for name, text in row.items() if name in types and text is not None
-                   and (text.strip() or name in f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES)}
+                   and (text.strip() or name in f.MULTI_VALUED)}
       except ValueError as e:
         bad_rows.append(parsing.BadRow(os.path.basename(path), line_no, BAD_VALUE, raw, str(e)))
         continue

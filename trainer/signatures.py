@@ -98,7 +98,7 @@ def check_ranges(parsed: Mapping[str, tf.Tensor], table: Sequence[f.Feature] = f
     low, high = (tf.cast(bound, values.dtype) for bound in feature.valid_range)
     checks.append(tf.debugging.Assert(
         tf.reduce_all((values >= low) & (values <= high)),
-        [f'"{feature.name}" must be {feature.range_text()}; got', values], summarize=3))
+        [f'{feature.name} must be {feature.range_text()}; got', values], summarize=3))
   return checks
 
 

@@ -255,7 +255,7 @@ OUTPUTS: Tuple[Output, ...] = (
     Output(_xf(NEW_USER), (USER_ID,), '1 when the user is not in the train vocabulary', slice_only=True),
     Output(_xf(MOVIE_ID), (MOVIE_ID,), 'movie vocabulary id, 0 the most rated'),
     Output(_xf(MOVIE_POPULARITY), (MOVIE_ID,), '0 head, 1 torso, 2 tail by train rank', slice_only=True),
-    Output(_xf(HISTORY_MOVIE_IDS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
+    Output(_xf(HISTORY_MOVIE_IDS), (HISTORY_MOVIE_IDS,),
            f'history movie vocabulary ids [B, {HISTORY_LENGTH}], padded with {HISTORY_PAD_ID}'),
     Output(_xf(HISTORY_RATINGS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
            f'history ratings [B, {HISTORY_LENGTH}], 0 where padded'),
@@ -358,6 +358,21 @@ def describe(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OU
   return rows
 
 
+def markdown(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OUTPUTS) -> str:
+  """The tables as docs/features.md shows them (``python -m transforms.features`` prints it)."""
+  lines = ['| feature | dtype | shape | role | valid | unknown | becomes | feeds |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  for row in describe(table, outputs):
+    lines.append('| ' + ' | '.join([f"`{row['feature']}`"] + [row[k].replace('|', '\\|') for k in (
+        'dtype', 'shape', 'role', 'valid', 'unknown', 'becomes')] + [
+        ', '.join(f'`{o}`' for o in row['feeds'].split(', ') if o)]) + ' |')
+  lines += ['', '| Transform output | from | what | slice only |', '| --- | --- | --- | --- |']
+  for o in outputs:
+    lines.append(f"| `{o.name}` | {', '.join(f'`{i}`' for i in o.inputs)} | {o.description} | "
+                 f"{'yes' if o.slice_only else ''} |")
+  return '\n'.join(lines) + '\n'
+
+
 # Derived lists, for code that asks by kind.
 STRING_FEATURES = names(dtype='string', shape=SCALAR)
 INT_FEATURES = names(dtype='int64', shape=SCALAR)
@@ -367,3 +382,7 @@ FLOAT_FEATURES = tuple(n for n in names(dtype='float32', shape=SCALAR) if n != L
 MULTI_FLOAT_FEATURES = names(dtype='float32', shape=MULTI)
 MULTI_VALUED = names(shape=MULTI)
 ALIGNED_WITH = {x.name: x.aligned_with for x in FEATURES if x.aligned_with}
+
+
+if __name__ == '__main__':
+  print(markdown(), end='')
