@@ -11,7 +11,7 @@ setuptools.setup(
     python_requires='>=3.10,<3.11',
     packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*',
                                                'kubeflow*', 'serving*']),
-    package_data={'components': ['*/README.md']},
+    package_data={'components': ['*/README.md', 'eval_report/templates/*.j2']},
     install_requires=[
         'tfx==1.16.0',
         'tensorflow==2.16.2',
