@@ -7,7 +7,7 @@ import tensorflow_transform as tft
 from contract import names
 from trainer import hparams as hp
 from trainer import registry, signatures
-from trainer.task import build_model, serving_signatures
+from trainer.task import build_model, item_item_scorer, serving_signatures
 from transforms import features as f
 
 pytestmark = pytest.mark.unit
@@ -22,6 +22,9 @@ def _export(tiny_transform, tmp_path, model_name):
   model = build_model(params, output)
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
+  if registry.get(model_name).item_item:
+    model.item_item = item_item_scorer(params.replace(item_item_l2=1.0), output,
+                                       tf.data.Dataset.from_tensor_slices(data).batch(64))
   export_dir = str(tmp_path / model_name)
   tf.saved_model.save(model, export_dir,
                       signatures=serving_signatures(params, model, output))
@@ -89,14 +92,21 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
       request[name] = tf.zeros([len(rows)], spec.dtype)
     else:
       request[name] = tf.constant([user[name]] * len(rows), spec.dtype)
-  if entry.retrieves:
+  vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
+  if entry.item_item:
+    # The history's item-item votes (trainer/item_item.py).
+    transformed = model.tft_layer(signatures.to_parsed(
+        {f.HISTORY_MOVIE_IDS: tf.constant([[b'1', b'2']]), f.HISTORY_RATINGS: tf.constant([[4.0, 2.0]])}))
+    votes = model.item_item(transformed[f.transformed_name(f.HISTORY_MOVIE_IDS)],
+                            transformed[f.transformed_name(f.HISTORY_RATINGS)]).numpy()[0]
+    expected = votes[[vocab.index(m.encode()) for m in ids]]
+  elif entry.retrieves:
     # A model with retrieval towers scores by them: query . candidate.
     raw = {name: tf.constant([user[name]]) for name in (f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION)}
     raw[f.USER_AGE] = tf.cast(raw[f.USER_AGE], tf.int64)
     raw[f.HISTORY_MOVIE_IDS] = tf.constant([[b'1', b'2']])
     raw[f.HISTORY_RATINGS] = tf.constant([[4.0, 2.0]])
     query = model.query_embeddings(model.tft_layer(signatures.to_parsed(raw)))
-    vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
     candidates = model.candidate_embeddings(
         {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m.encode()) for m in ids], tf.int64)})
     expected = tf.matmul(query, candidates, transpose_b=True).numpy()[0]
@@ -105,6 +115,36 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
   np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
   titles = dict(zip(catalog[f.MOVIE_ID], catalog[f.MOVIE_TITLE]))
   assert list(top[names.TITLES].numpy()[0]) == [titles[m.encode()] for m in ids]
+
+
+def test_item_item_recommend_and_retrieve_agree_and_fall_back_to_the_towers_without_train_movies(exported):
+  loaded, output, model, entry = exported
+  if not entry.item_item:
+    pytest.skip('ranks by its own scores')
+  user = dict(user_id='3', user_age=27, user_gender='F', user_occupation='writer', timestamp=880000000)
+  for history, by_item_item in (([('1', 4), ('2', 5)], True), ([('no-such-movie', 5)], False)):
+    top = loaded.signatures[names.RECOMMEND](**_user(loaded, history, k=3, **user))
+    catalog = signatures.read_catalog(output)
+    movie = {f.MOVIE_ID: catalog[f.MOVIE_ID][-1].decode(), f.MOVIE_TITLE: catalog[f.MOVIE_TITLE][-1].decode(),
+             f.GENRES: [g.decode() for g in catalog[f.GENRES][-1] if g], f.RELEASE_YEAR: int(catalog[f.RELEASE_YEAR][-1])}
+    example = _example({**_KNOWN, **user, **movie}, history)
+    retrieved = loaded.signatures[names.RETRIEVE](examples=tf.constant([example]), k=tf.constant(50))
+    seen = {m.encode() for m, _ in history}
+    unseen = [(m, s) for m, s in zip(retrieved[names.MOVIE_IDS].numpy()[0], retrieved[names.SCORES].numpy()[0])
+              if m not in seen][:3]
+    assert [m for m, _ in unseen] == list(top[names.MOVIE_IDS].numpy()[0])
+    np.testing.assert_allclose([s for _, s in unseen], top[names.SCORES].numpy()[0], rtol=1e-4, atol=1e-5)
+    raw = {f.HISTORY_MOVIE_IDS: tf.constant([[m.encode() for m, _ in history]]),
+           f.HISTORY_RATINGS: tf.constant([[float(r) for _, r in history]])}
+    for name in (f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION):
+      raw[name] = tf.constant([user[name]], tf.int64 if name == f.USER_AGE else tf.string)
+    query = model.query_embeddings(model.tft_layer(signatures.to_parsed(raw)))
+    vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
+    ids = top[names.MOVIE_IDS].numpy()[0]
+    towers = tf.matmul(query, model.candidate_embeddings(
+        {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m) for m in ids], tf.int64)}),
+        transpose_b=True).numpy()[0]
+    assert np.allclose(top[names.SCORES].numpy()[0], towers, rtol=1e-4, atol=1e-5) != by_item_item
 
 
 def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):

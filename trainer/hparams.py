@@ -38,6 +38,12 @@ class HParams:
   # the retrieval loss next to the rating loss (weight 1).
   retrieval_layer_sizes: Tuple[int, ...] = (128,)
   retrieval_weight: float = 3.0
+  # Models whose registry entry has item_item (trainer/item_item.py): the
+  # EASE ridge penalty, the half-life of a rating's weight in history
+  # positions, and what each star above the middle of the range adds.
+  item_item_l2: float = 1000.0
+  item_item_half_life: float = 3.5
+  item_item_rating_weight: float = 0.5
   epochs: int = 50
   batch_size: int = 8192
   # Stop when eval RMSE has not improved for this many epochs (0: never) and

@@ -29,6 +29,10 @@ class Entry:
     retrieves: it has query and candidate towers: ``recommend`` ranks by them
       and the model gets a ``retrieve`` signature.
     neighbours: it reads the kNN tables the Trainer computes from the train split.
+    item_item: ``recommend`` and ``retrieve`` rank by the EASE item-item table
+      of the user's history (trainer/item_item.py), which the Trainer computes
+      from the train split; its own scores are the fallback for a history with
+      no train movie. It must read the history lists.
   """
   name: str
   build: Callable[[Any, VocabSize, Optional[Dict[str, np.ndarray]]], tf.keras.Model]
@@ -36,6 +40,7 @@ class Entry:
   rates: bool
   retrieves: bool
   neighbours: bool = False
+  item_item: bool = False
 
 
 def _ranking(params, vocab: VocabSize, neighbours) -> tf.keras.Model:
@@ -83,8 +88,10 @@ MODELS: Dict[str, Entry] = {e.name: e for e in (
     # Retrieval weight 3 (single seed, make bench-quality's split): RMSE
     # 0.9538 and Recall@100 0.356; weight 1: 0.9530 and 0.333; 0.1: 0.9542
     # and 0.304.
+    # Its lists come from the item-item table: Recall@100 0.493 against the
+    # towers' 0.341 on the RetrievalEvaluator's protocol (docs/models.md).
     Entry('multitask', _multitask, {**_HISTORY_DEFAULTS, 'retrieval_weight': 3.0}, rates=True, retrieves=True,
-          neighbours=True),
+          neighbours=True, item_item=True),
     # Two towers, full catalogue softmax; stops on the eval softmax loss.
     Entry('retrieval', _retrieval, {
         'embedding_dim': 64, 'layer_sizes': (128,), 'dropout': 0.2, 'optimizer': 'adam', 'learning_rate': 2e-3,

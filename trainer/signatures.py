@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from contract import names
+from trainer import item_item as ii
 from transforms import features as f
 
 _DTYPES = {'string': tf.string, 'int64': tf.int64, 'float32': tf.float32}
@@ -110,7 +111,8 @@ def _transform(model: tf.keras.Model, parsed: Mapping[str, tf.Tensor], table) ->
 def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput,
                             table: Sequence[f.Feature] = f.FEATURES,
                             outputs: Sequence[f.Output] = f.OUTPUTS,
-                            retrieves: bool = False) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+                            retrieves: bool = False,
+                            item_item: bool = False) -> Dict[str, tf.types.experimental.ConcreteFunction]:
   """Builds the signatures for ``model``.
 
   Args:
@@ -121,6 +123,9 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
     retrieves: the model has retrieval towers (``query_embeddings`` and
       ``candidate_embeddings``); ``recommend`` ranks by them, and a
       ``retrieve`` signature is added.
+    item_item: ``recommend`` and ``retrieve`` rank by ``model.item_item``
+      (``trainer.item_item.ItemItemScorer``) over the request's history, and
+      by the model's own scores where the history has no train movie.
 
   Returns:
     Signature name to concrete function, for ``tf.saved_model.save``.
@@ -129,6 +134,8 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
   model.tft_layer = tf_transform_output.transform_features_layer()
   raw_spec = raw_spec_without_label(tf_transform_output)
   raw_features = f.raw_inputs(model.TRANSFORM_OUTPUTS, table, outputs)
+  if item_item and f.transformed_name(f.HISTORY_MOVIE_IDS) not in model.TRANSFORM_OUTPUTS:
+    raise ValueError('item_item ranks by the history lists, which this model does not read.')
 
   def predict(parsed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {names.PREDICTION_KEY: model(_transform(model, parsed, table))}
@@ -149,11 +156,12 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
       names.SERVING_DEFAULT: serve_raw.get_concrete_function(),
       names.SERVING_TF_EXAMPLE: serve_tf_examples.get_concrete_function(),
       names.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
-      names.RECOMMEND: _make_recommend(model, tf_transform_output, raw_features, table, outputs, retrieves),
+      names.RECOMMEND: _make_recommend(model, tf_transform_output, raw_features, table, outputs, retrieves,
+                                       item_item),
   }
   if retrieves:
     signatures[names.RETRIEVE] = make_retrieve_signature(
-        model, model.tft_layer, raw_spec, tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
+        model, model.tft_layer, raw_spec, tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB), item_item)
   return signatures
 
 
@@ -272,7 +280,7 @@ def _seen(index: tf.lookup.StaticHashTable, history: tf.Tensor, row_of_id: np.nd
 
 def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, raw_features: Sequence[str],
                     table: Sequence[f.Feature], outputs: Sequence[f.Output],
-                    retrieves: bool) -> tf.types.experimental.ConcreteFunction:
+                    retrieves: bool, item_item: bool = False) -> tf.types.experimental.ConcreteFunction:
   """The ``recommend`` signature: brute-force top-K over the catalog.
 
   A model that retrieves scores by its towers: the candidates' vectors are
@@ -302,6 +310,9 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
       tf.lookup.KeyValueTensorInitializer(tf.constant(distinct_ids, tf.string),
                                           tf.range(len(distinct_ids), dtype=tf.int64)), default_value=-1)
   n_pairs = len(next(iter(pair_catalog.values()))) if pair_catalog else 0
+  # The item-item table's columns are movie vocabulary ids: each catalog row's.
+  vocab_position = {m: i for i, m in enumerate(tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))}
+  catalog_vocab_ids = np.array([vocab_position.get(m, 0) for m in catalog_np[f.MOVIE_ID]], np.int64)
 
   def _rating_scores(request_features, request, batch):
     """Predicted ratings of every catalog movie for each request row: [B, movies]."""
@@ -329,6 +340,8 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
       scores = tf.matmul(model.query_embeddings(request_features), tf.constant(candidate_vectors), transpose_b=True)
     else:
       scores = _rating_scores(request_features, request, batch)
+    if item_item:
+      scores = ii.scores_or_fallback(model.item_item, request_features, scores, columns=catalog_vocab_ids)
     movie_ids = tf.constant(catalog_np[f.MOVIE_ID])
     scores = tf.where(_seen(model.recommend_movie_index, inputs[f.HISTORY_MOVIE_IDS], row_of_id), -np.inf, scores)
     k = tf.clip_by_value(inputs[names.K], 0, min(names.MAX_K, n_movies))
@@ -346,10 +359,13 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
 
 
 def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.Layer, raw_spec,
-                            movie_ids: Sequence[bytes]) -> tf.types.experimental.ConcreteFunction:
+                            movie_ids: Sequence[bytes],
+                            item_item: bool = False) -> tf.types.experimental.ConcreteFunction:
   """``retrieve``: serialized tf.Examples and ``k`` to the top ``k`` catalogue movies.
 
-  Candidate generation by the towers alone, exact (brute force in plain TF
+  Candidate generation by the towers (or, with ``item_item``, by
+  ``model.item_item`` over the example's history, the towers where it has
+  no train movie), exact (brute force in plain TF
   ops, so stock TF Serving runs it). It excludes nothing: the caller drops
   movies the user has seen, so ask for ``k`` plus their number. The
   pipeline's RetrievalEvaluator scores a model through it, and so does
@@ -360,6 +376,7 @@ def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.La
     tft_layer: the Transform layer, tracked on the model when it is saved.
     raw_spec: the raw feature spec of a serving tf.Example (no label).
     movie_ids: the movie vocabulary, row i being vocabulary id i.
+    item_item: rank by the model's item-item stage.
 
   Returns:
     A concrete function: ``examples`` string [B], ``k`` int32 scalar (clipped
@@ -375,6 +392,8 @@ def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.La
     features = tft_layer(tf.io.parse_example(examples, raw_spec))
     candidates = model.candidate_embeddings({movie_key: tf.range(count, dtype=tf.int64)})
     scores = tf.matmul(model.query_embeddings(features), candidates, transpose_b=True)
+    if item_item:
+      scores = ii.scores_or_fallback(model.item_item, features, scores)
     top = tf.math.top_k(scores, k=tf.minimum(k, count))
     return {names.MOVIE_IDS: tf.gather(identifiers, top.indices), names.SCORES: top.values}
 

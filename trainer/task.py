@@ -23,7 +23,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from contract import names  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import distribution, registry, similarity  # noqa: E402
+from trainer import distribution, item_item, registry, similarity  # noqa: E402
 from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -175,13 +175,27 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
     train, evaluation = distribution.shard_by_data(train), distribution.shard_by_data(evaluation)
   model.fit(train, validation_data=evaluation, epochs=params.epochs, verbose=0,
             callbacks=[_EpochLogger(params.epochs), *_callbacks(params), *callbacks])
+  if registry.get(params.model).item_item:
+    with strategy.scope():
+      model.item_item = item_item_scorer(params, tf_transform_output, train)
   return model
+
+
+def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
+                     train: tf.data.Dataset) -> item_item.ItemItemScorer:
+  """The item-item stage of ``recommend`` and ``retrieve`` (trainer/item_item.py), from the train split."""
+  table = item_item.from_dataset(train, int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB)),
+                                 params.item_item_l2)
+  logging.info('Item-item table: %d x %d movies from the train split.', *table.shape)
+  return item_item.ItemItemScorer(table, half_life=params.item_item_half_life,
+                                  rating_weight=params.item_item_rating_weight, name='item_item')
 
 
 def serving_signatures(params: hp.HParams, model: tf.keras.Model,
                        tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.types.experimental.ConcreteFunction]:
   """The signatures the Trainer saves ``model`` with (``trainer/signatures.py``)."""
-  return make_serving_signatures(model, tf_transform_output, retrieves=registry.get(params.model).retrieves)
+  entry = registry.get(params.model)
+  return make_serving_signatures(model, tf_transform_output, retrieves=entry.retrieves, item_item=entry.item_item)
 
 
 # TFX Trainer calls this.

@@ -1,0 +1,85 @@
+"""The item-item retrieval stage: EASE's closed form, history weights, the fallback, a save round trip."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import item_item
+from transforms import features as f
+
+pytestmark = pytest.mark.unit
+
+PAD = f.HISTORY_PAD_ID
+
+
+def _ratings(seed=0, n_users=30, n_movies=6):
+  rng = np.random.default_rng(seed)
+  rated = rng.random((n_users, n_movies)) < 0.4
+  users, movies = np.nonzero(rated)
+  return users, movies, rated.astype(float)
+
+
+def test_ease_table_solves_each_columns_ridge_regression_without_its_own_movie():
+  users, movies, x = _ratings()
+  l2 = 3.0
+  table = item_item.ease_table(users * 7 + 100, movies, num_movies=x.shape[1], l2=l2)
+  gram = x.T @ x
+  for j in range(x.shape[1]):
+    others = [i for i in range(x.shape[1]) if i != j]
+    expected = np.linalg.solve(gram[np.ix_(others, others)] + l2 * np.eye(len(others)), gram[others, j])
+    np.testing.assert_allclose(table[others, j], expected, rtol=1e-4, atol=1e-6)
+    assert table[j, j] == 0.0
+
+
+def test_ease_table_leaves_out_oov_movies_and_counts_a_repeated_rating_once():
+  users, movies, x = _ratings(seed=1)
+  base = item_item.ease_table(users, movies, num_movies=x.shape[1], l2=2.0)
+  noisy = item_item.ease_table(np.r_[users, users[:5], [0, 1]], np.r_[movies, movies[:5], [x.shape[1], 99]],
+                               num_movies=x.shape[1], l2=2.0)
+  np.testing.assert_allclose(base, noisy, rtol=1e-6)
+
+
+def test_ease_table_refuses_a_catalogue_past_its_limit():
+  with pytest.raises(ValueError, match='at most 4 movies'):
+    item_item.ease_table(np.zeros(3), np.arange(3), num_movies=5, l2=1.0, max_movies=4)
+
+
+def test_scorer_weights_recent_and_liked_ratings_and_ignores_padding_and_oov():
+  table = np.arange(16, dtype=np.float32).reshape(4, 4)
+  scorer = item_item.ItemItemScorer(table, half_life=2.0, rating_weight=0.5, rating_center=3.0)
+  ids = tf.constant([[0, 7, 2, PAD], [1, PAD, PAD, PAD]], tf.int64)  # 7 is an OOV id
+  ratings = tf.constant([[5.0, 4.0, 2.0, 0.0], [3.0, 0.0, 0.0, 0.0]])
+  scores = scorer(ids, ratings).numpy()
+  # Row 0: three entries, so ages 2, 1, 0; the OOV one weighs nothing.
+  w0 = 0.5 ** (2 / 2.0) * (1 + 0.5 * 2)
+  w2 = 0.5 ** 0 * (1 + 0.5 * -1)
+  np.testing.assert_allclose(scores[0], w0 * table[0] + w2 * table[2], rtol=1e-6)
+  np.testing.assert_allclose(scores[1], table[1], rtol=1e-6)
+
+
+def test_a_history_without_train_movies_falls_back_to_the_models_scores():
+  scorer = item_item.ItemItemScorer(np.ones((3, 3), np.float32), rating_weight=0.5, rating_center=3.0)
+  features = {f.transformed_name(f.HISTORY_MOVIE_IDS): tf.constant([[5, PAD], [PAD, PAD], [1, PAD]], tf.int64),
+              f.transformed_name(f.HISTORY_RATINGS): tf.constant([[4.0, 0.0], [0.0, 0.0], [1.0, 0.0]])}
+  fallback = tf.constant([[7.0, 8.0, 9.0]] * 3)
+  out = item_item.scores_or_fallback(scorer, features, fallback, columns=np.array([2, 0, 1])).numpy()
+  # Row 0 has only an OOV movie, row 1 nothing, row 2 a 1-star rating, which weighs max(0, 1 - 1) = 0.
+  np.testing.assert_array_equal(out, fallback.numpy())
+  features[f.transformed_name(f.HISTORY_RATINGS)] = tf.constant([[4.0, 0.0], [0.0, 0.0], [4.0, 0.0]])
+  out = item_item.scores_or_fallback(scorer, features, fallback, columns=np.array([2, 0, 1])).numpy()
+  np.testing.assert_allclose(out[2], [1.5, 1.5, 1.5])
+  np.testing.assert_array_equal(out[:2], fallback.numpy()[:2])
+
+
+def test_scorer_survives_get_config_and_a_saved_model_round_trip(tmp_path):
+  table = np.random.default_rng(0).normal(size=(5, 5)).astype(np.float32)
+  scorer = item_item.ItemItemScorer(table, half_life=4.0, rating_weight=0.25, name='item_item')
+  rebuilt = item_item.ItemItemScorer.from_config(scorer.get_config())
+  assert rebuilt.get_config() == scorer.get_config() and rebuilt.num_movies == 5
+  module = tf.Module()
+  module.scorer = scorer
+  module.score = tf.function(lambda ids, ratings: scorer(ids, ratings),
+                             input_signature=[tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None])])
+  tf.saved_model.save(module, str(tmp_path / 'm'))
+  loaded = tf.saved_model.load(str(tmp_path / 'm'))
+  ids, ratings = tf.constant([[3, 1, PAD]], tf.int64), tf.constant([[5.0, 2.0, 0.0]])
+  np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), scorer(ids, ratings).numpy(), rtol=1e-6)

@@ -1,0 +1,159 @@
+"""Item-to-item retrieval from the user's history: a closed form the Trainer computes from the train split.
+
+EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW
+2019): with ``G = X^T X`` the train split's movie co-occurrence counts
+(``X`` users x movies, 1 where the user rated the movie) and
+``P = (G + l2 I)^-1``, the item-item weights are ``B = -P / diag(P)`` with a
+zero diagonal. A user is scored by a weighted sum of their history movies'
+rows of ``B``; the weights favour recent ratings (a half-life in history
+positions) and high ratings. It needs only the history a request carries,
+so it serves users with no id in training (90% of the test users).
+
+On the RetrievalEvaluator's protocol (273 test users) it scores Recall@10
+0.121, Recall@100 0.493, NDCG@10 0.299 against the towers' 0.062, 0.341,
+0.214; docs/models.md lists what else was tried (cosine and conditional
+probability co-occurrence, RP3beta, sequential windows, blends with the
+towers and popularity).
+
+Cost at N movies: the table is N x N float32 in the SavedModel (10 MB at
+ML-100K's 1,562; 400 MB at 10K) and the Trainer inverts an N x N matrix
+(O(N^3): seconds at 10K). A request costs a gather of its T history rows
+and a [T] x [T, N] product. Past about 20K movies the dense table stops
+fitting a serving replica; docs/models.md says what replaces it.
+"""
+from typing import Dict, Optional
+
+import numpy as np
+from scipy import sparse
+import tensorflow as tf
+
+from transforms import features as f
+
+# Past this many movies the dense table and its inverse are too big to build
+# in the Trainer's memory (20K: 1.6 GB float32, and a 3.2 GB float64 inverse).
+MAX_MOVIES = 20_000
+
+
+def ease_table(users: np.ndarray, movies: np.ndarray, num_movies: int, l2: float,
+               max_movies: int = MAX_MOVIES) -> np.ndarray:
+  """The EASE item-item weights of the train split's ratings.
+
+  Args:
+    users, movies: int ids of each train rating (any user ids; movie ids are
+      vocabulary ids, the most rated first). Movies at or past
+      ``num_movies`` (OOV buckets) are left out.
+    num_movies: the movie vocabulary size, without OOV buckets.
+    l2: the ridge penalty; larger values favour popular movies less.
+    max_movies: refuse a catalogue larger than this (see MAX_MOVIES).
+
+  Returns:
+    float32 [num_movies, num_movies]: row h holds how much history movie h
+    votes for each candidate; the diagonal is 0.
+  """
+  if num_movies > max_movies:
+    raise ValueError(f'The dense item-item table covers at most {max_movies} movies; the vocabulary has '
+                     f'{num_movies}. Use the towers (docs/models.md says how it scales).')
+  users, movies = np.asarray(users, np.int64), np.asarray(movies, np.int64)
+  keep = (movies >= 0) & (movies < num_movies)
+  users, movies = users[keep], movies[keep]
+  if not len(users):
+    raise ValueError('No train ratings to compute the item-item table from: is the train split empty?')
+  _, rows = np.unique(users, return_inverse=True)
+  rated = sparse.csr_matrix((np.ones(len(rows)), (rows, movies)), shape=(int(rows.max()) + 1, num_movies))
+  rated.data[:] = 1.0  # a user who rated a movie twice counts once
+  gram = (rated.T @ rated).toarray()
+  precision = np.linalg.inv(gram + l2 * np.eye(num_movies))
+  table = -precision / np.diag(precision)[None, :]
+  np.fill_diagonal(table, 0.0)
+  return table.astype(np.float32)
+
+
+def from_dataset(dataset: tf.data.Dataset, num_movies: int, l2: float) -> np.ndarray:
+  """``ease_table`` of the ratings in a transformed dataset (batches of feature dicts)."""
+  users, movies = [], []
+  for batch in dataset:
+    users.append(np.ravel(batch[f.transformed_name(f.USER_ID)]))
+    movies.append(np.ravel(batch[f.transformed_name(f.MOVIE_ID)]))
+  if not users:
+    raise ValueError('The train split is empty: no ratings to compute the item-item table from.')
+  return ease_table(np.concatenate(users), np.concatenate(movies), num_movies, l2)
+
+
+class ItemItemScorer(tf.keras.layers.Layer):
+  """Scores every movie for each user from their history and an item-item table.
+
+  ``score(u, j) = sum_t w_t B[h_t, j]`` over the history movies ``h_t``, with
+  ``w_t = 0.5 ** (age_t / half_life) * max(0, 1 + rating_weight * (r_t - rating_center))``
+  where ``age_t`` is 0 for the most recent rating. Padding and movies outside
+  the table (OOV ids) weigh 0; a history with no known movie scores 0
+  everywhere, and ``has_history`` says so, for a fallback.
+
+  Args:
+    table: float32 [N, N] item-item weights (``ease_table``), or None to
+      start at zeros (a load restores the saved values).
+    num_movies: N, when ``table`` is None.
+    half_life: history positions after which a rating's weight halves.
+    rating_weight: how much each star above ``rating_center`` adds to a
+      rating's weight (and each below takes away).
+    rating_center: the rating with weight 1 (the middle of the rating range).
+
+  Call args:
+    history_ids: int64 [B, T] movie vocabulary ids, oldest first, padded at
+      the end with ``features.HISTORY_PAD_ID``.
+    history_ratings: float32 [B, T], aligned.
+
+  Returns:
+    float32 [B, N] scores, row j being movie vocabulary id j.
+  """
+
+  def __init__(self, table: Optional[np.ndarray] = None, num_movies: Optional[int] = None, half_life: float = 3.5,
+               rating_weight: float = 0.5, rating_center: float = float(np.mean(f.RATING_RANGE)), **kwargs):
+    super().__init__(**kwargs)
+    self.num_movies = int(table.shape[0] if table is not None else num_movies)
+    self.half_life = float(half_life)
+    self.rating_weight = float(rating_weight)
+    self.rating_center = float(rating_center)
+    initializer = tf.constant_initializer(table) if table is not None else 'zeros'
+    self.table = self.add_weight(name='table', shape=(self.num_movies, self.num_movies), dtype=tf.float32,
+                                 trainable=False, initializer=initializer)
+
+  def weights_of(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+    """float32 [B, T]: each history entry's weight (0 for padding and movies outside the table)."""
+    present = tf.not_equal(history_ids, f.HISTORY_PAD_ID)
+    length = tf.reduce_sum(tf.cast(present, tf.float32), axis=1, keepdims=True)
+    position = tf.cast(tf.range(tf.shape(history_ids)[1]), tf.float32)[None, :]
+    recency = tf.pow(0.5, tf.maximum(length - 1.0 - position, 0.0) / self.half_life)
+    liking = tf.nn.relu(1.0 + self.rating_weight * (history_ratings - self.rating_center))
+    known = present & (history_ids >= 0) & (history_ids < self.num_movies)
+    return tf.where(known, recency * liking, 0.0)
+
+  def call(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+    weights = self.weights_of(history_ids, history_ratings)
+    rows = tf.gather(self.table, tf.clip_by_value(history_ids, 0, self.num_movies - 1))  # [B, T, N]
+    return tf.einsum('bt,btn->bn', weights, rows)
+
+  def has_history(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+    """bool [B]: the history has a movie in the table with a positive weight."""
+    return tf.reduce_any(self.weights_of(history_ids, history_ratings) > 0, axis=1)
+
+  def get_config(self):
+    return {**super().get_config(), 'num_movies': self.num_movies, 'half_life': self.half_life,
+            'rating_weight': self.rating_weight, 'rating_center': self.rating_center}
+
+
+def scores_or_fallback(scorer: ItemItemScorer, features: Dict[str, tf.Tensor], fallback: tf.Tensor,
+                       columns: Optional[np.ndarray] = None) -> tf.Tensor:
+  """[B, M]: the item-item scores of each row with a usable history, else its ``fallback`` scores [B, M].
+
+  Args:
+    scorer: the item-item stage.
+    features: transformed features holding the history lists.
+    fallback: float32 [B, M], the model's own scores.
+    columns: int [M], the movie vocabulary id of each of the M columns
+      (default: column j is vocabulary id j, M = N).
+  """
+  ids, ratings = features[f.transformed_name(f.HISTORY_MOVIE_IDS)], features[f.transformed_name(f.HISTORY_RATINGS)]
+  scores = scorer(ids, ratings)
+  if columns is not None:
+    scores = tf.gather(scores, tf.constant(columns, tf.int64), axis=1)
+  return tf.where(scorer.has_history(ids, ratings)[:, None], scores, fallback)
