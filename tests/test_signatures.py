@@ -126,7 +126,8 @@ def test_item_item_recommend_and_retrieve_agree_and_fall_back_to_the_towers_with
     top = loaded.signatures[names.RECOMMEND](**_user(loaded, history, k=3, **user))
     catalog = signatures.read_catalog(output)
     movie = {f.MOVIE_ID: catalog[f.MOVIE_ID][-1].decode(), f.MOVIE_TITLE: catalog[f.MOVIE_TITLE][-1].decode(),
-             f.GENRES: [g.decode() for g in catalog[f.GENRES][-1] if g], f.RELEASE_YEAR: int(catalog[f.RELEASE_YEAR][-1])}
+             f.GENRES: [g.decode() for g in catalog[f.GENRES][-1] if g],
+             f.RELEASE_YEAR: int(catalog[f.RELEASE_YEAR][-1])}
     example = _example({**_KNOWN, **user, **movie}, history)
     retrieved = loaded.signatures[names.RETRIEVE](examples=tf.constant([example]), k=tf.constant(50))
     seen = {m.encode() for m, _ in history}
