@@ -33,7 +33,7 @@ from components.retrieval_evaluator import protocol  # noqa: E402
 from contract import names  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
-from trainer import task  # noqa: E402
+from trainer import registry, task  # noqa: E402
 from trainer import signatures  # noqa: E402
 from trainer.signatures import raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
@@ -42,6 +42,8 @@ NAME = 'quality'
 RANKING_MODELS = ('ranking', 'history_ranking', 'multitask')
 # Models with query and candidate towers; multitask is in both lists.
 RETRIEVAL_MODELS = ('retrieval', 'multitask')
+# The figures a seed's log line shows, and those with a std over seeds.
+SHOWN = ('recall_at_10', 'recall_at_100', 'ndcg_at_10')
 # Pseudo-counts of the bias baselines (the usual MovieLens choices).
 ITEM_SHRINKAGE = 5.0
 USER_SHRINKAGE = 5.0
@@ -127,15 +129,16 @@ def _summary(per_seed, cold, warm, labels):
           'rmse_by_seed': [round(r, 4) for r in rmses]}
 
 
-def model_retrieval_metrics(model, tf_transform_output, cases, test):
+def model_retrieval_metrics(model, tf_transform_output, cases, test, context, item_item=False):
   """The protocol's metrics of a model with towers, over every movie in the train vocabulary.
 
-  In process, through the same ``retrieve`` signature the Trainer exports.
+  In process, through the same ``retrieve`` signature the Trainer exports
+  (ranking by the item-item stage when ``item_item``, as the registry says).
   """
   signature = signatures.make_retrieve_signature(
       model, tf_transform_output.transform_features_layer(), raw_spec_without_label(tf_transform_output),
-      tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
-  return protocol.model_metrics(protocol.retriever(signature), test, cases)
+      tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB), item_item)
+  return protocol.score_lists(protocol.model_lists(protocol.retriever(signature), test, cases), cases, context)[1]
 
 
 def main(argv=None):
@@ -152,7 +155,9 @@ def main(argv=None):
   train, evaluation, test = (protocol.read_split(examples_uri, s) for s in ('train', 'eval', 'test'))
   everything = {k: train[k] + evaluation[k] + test[k] for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
   cases = protocol.retrieval_cases(everything, test)
-  popularity = protocol.popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)
+  test_start = min(test[f.TIMESTAMP])
+  context = protocol.list_context({'train': train, 'eval': evaluation, 'test': test}, test_start, cases)
+  popularity = protocol.score_lists(protocol.popularity_lists(everything, test_start, cases), cases, context)[1]
   labels = np.array(test[f.RATING])
   train_users = set(train[f.USER_ID])
   cold = np.array([u not in train_users for u in test[f.USER_ID]])
@@ -162,7 +167,8 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(',')]
   model_names = args.models.split(',')
   for name in model_names:
-    predictions, retrieved, without_stats = [], [], []
+    predictions, retrieved, without_stats, towers = [], [], [], []
+    item_item = registry.get(name).item_item
     for seed in seeds:
       start = time.time()
       params = hp.resolve({'hparams': {**json.loads(args.hparams), 'model': name, 'seed': seed}})
@@ -178,15 +184,21 @@ def main(argv=None):
           without_stats.append(_rmse(predict(model, tf_transform_output, test['serialized'], False), labels))
           shown.append(f'without movie statistics {without_stats[-1]:.4f}')
       if name in RETRIEVAL_MODELS:
-        retrieved.append(model_retrieval_metrics(model, tf_transform_output, cases, test))
-        shown += [f'{k} {v:.4f}' for k, v in retrieved[-1].items()]
+        retrieved.append(model_retrieval_metrics(model, tf_transform_output, cases, test, context, item_item))
+        shown += [f'{k} {retrieved[-1][k]:.4f}' for k in SHOWN]
+        if item_item:
+          towers.append(model_retrieval_metrics(model, tf_transform_output, cases, test, context))
+          shown += [f'towers alone {k} {towers[-1][k]:.4f}' for k in SHOWN]
       print(f'[bench-quality] {name} seed {seed}: {", ".join(shown)} ({time.time() - start:.0f} s)', flush=True)
     models[name] = _summary(predictions, cold, warm, labels) if predictions else {}
     if without_stats:
       models[name]['rmse_without_movie_stats'] = round(statistics.mean(without_stats), 4)
     if retrieved:
       models[name].update({k: round(statistics.mean(c[k] for c in retrieved), 4) for k in retrieved[0]})
-      models[name]['recall_at_100_std'] = round(statistics.pstdev(c['recall_at_100'] for c in retrieved), 4)
+      for k in SHOWN:
+        models[name][f'{k}_std'] = round(statistics.pstdev(c[k] for c in retrieved), 4)
+    if towers:
+      models[f'{name}_towers'] = {k: round(statistics.mean(c[k] for c in towers), 4) for k in towers[0]}
   models['popularity'] = popularity
   result = {'models': models, 'seeds': seeds, 'test_rows': int(len(labels)),
             'cold_share': round(float(cold.mean()), 4), 'retrieval_cases': len(cases), 'popularity': popularity}
@@ -203,13 +215,17 @@ def _table(r):
   titles = {'global_mean': 'global mean', 'bias': 'item + user bias (fit on train)',
            'bias_point_in_time': 'item bias + point-in-time user bias', 'ranking': "seed's model (ranking)",
            'history_ranking': 'ours: history_ranking (features, history, DCN)',
-           'multitask': 'ours: multitask (history_ranking + retrieval)',
+           'multitask': 'ours: multitask, its recommend (item-item stage, towers as fallback)',
+           'multitask_towers': 'multitask, towers alone',
            'retrieval': 'ours: retrieval (two towers, catalogue softmax)', 'popularity': 'popularity (baseline)'}
   rows = [f'| {titles.get(k, k)} | {v["rmse_mean"]:.4f} ± {v["rmse_std"]:.4f} | {v["rmse_cold"]:.4f} | '
           f'{v["rmse_warm"]:.4f} | {v.get("rmse_without_movie_stats", "")} |'
           for k, v in r['models'].items() if 'rmse_mean' in v]
-  retrieval_rows = [f'| {titles.get(k, k)} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | '
-                    f'{v["ndcg_at_10"]:.4f} |' for k, v in r['models'].items() if 'recall_at_100' in v]
+  list_keys = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
+               'popularity_share_at_10', 'recall_at_10_gender_spread', 'recall_at_10_age_spread',
+               'recall_at_10_user_spread')
+  retrieval_rows = ['| ' + ' | '.join([titles.get(k, k)] + [f'{v[c]:.4f}' for c in list_keys]) + ' |'
+                    for k, v in r['models'].items() if 'recall_at_100' in v]
   return '\n'.join([
       f'Test split: {r["test_rows"]} ratings, {r["cold_share"]:.0%} from users not in train. '
       f'Trained models: mean ± std over seeds {r["seeds"]}. Best ranking model: '
@@ -219,7 +235,10 @@ def _table(r):
       '', '| model | test RMSE | cold users | warm users | without movie statistics |',
       '| --- | ---: | ---: | ---: | ---: |', *rows,
       '', f'Retrieval, point-in-time protocol ({r["retrieval_cases"]} test users):', '',
-      '| model | Recall@10 | Recall@100 | NDCG@10 |', '| --- | ---: | ---: | ---: |', *retrieval_rows])
+      '| model | Recall@10 | Recall@100 | NDCG@10 | coverage@10 | novelty@10 (bits) | diversity@10 | '
+      'popularity share@10 | R@10 spread: gender | age | new/returning |',
+      '| --- |' + ' ---: |' * len(list_keys), *retrieval_rows,
+      '', 'Definitions: components/retrieval_evaluator/protocol.py.'])
 
 
 if __name__ == '__main__':

@@ -87,7 +87,11 @@ def test_saved_model_is_scored_through_retrieve_as_in_process(tiny_transform, tm
   splits = {s: protocol.read_split(examples, s) for s in ('train', 'eval', 'test')}
   everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
   cases = protocol.retrieval_cases(everything, splits['test'])
-  assert result['model'] == bench_quality.model_retrieval_metrics(model, output, cases, splits['test'])
+  context = protocol.list_context(splits, min(splits['test'][f.TIMESTAMP]), cases)
+  assert result['model'] == bench_quality.model_retrieval_metrics(model, output, cases, splits['test'], context)
+  for source in ('model', 'popularity'):
+    assert 0.0 < result[source]['coverage_at_10'] <= 1.0 and result[source]['novelty_at_10'] >= 0.0
+    assert {'recall_at_10_gender_spread', 'recall_at_10_age_spread', 'recall_at_10_user_spread'} <= set(result[source])
   assert 0.0 <= result['model']['recall_at_10'] <= result['model']['recall_at_100'] <= 1.0
 
   plain_dir = str(tmp_path / 'plain')
@@ -104,3 +108,40 @@ def test_popularity_breaks_ties_by_movie_id_whatever_the_row_order():
   # y and z have two ratings each: y comes first either way.
   assert protocol.popularity_metrics(everything, 9, cases) == protocol.popularity_metrics(reversed_rows, 9, cases)
   assert protocol.popularity_metrics(everything, 9, cases)['ndcg_at_10'] == 1.0
+
+
+def _context(**overrides):
+  values = dict(raters={b'a': 8, b'b': 2, b'c': 1, b'd': 1}, users=8,
+                genres={b'a': frozenset({b'Drama'}), b'b': frozenset({b'Drama', b'War'}), b'c': frozenset({b'Comedy'}),
+                        b'd': frozenset()},
+                head=frozenset({b'a'}), groups=[])
+  return protocol.ListContext(**{**values, **overrides})
+
+
+def test_list_metrics_read_self_information_genre_overlap_and_the_head():
+  metrics = protocol.list_metrics([b'a', b'b', b'c'], _context())
+  # -log2(8/8) = 0, -log2(2/8) = 2, -log2(1/8) = 3.
+  assert metrics['novelty_at_10'] == pytest.approx(5 / 3)
+  # Pairs: a-b share Drama of {Drama, War}: 1/2; a-c and b-c share nothing: 1 each.
+  assert metrics['diversity_at_10'] == pytest.approx((0.5 + 1 + 1) / 3)
+  assert metrics['popularity_share_at_10'] == pytest.approx(1 / 3)
+  # Only the top 10 count: an eleventh movie changes nothing.
+  assert protocol.list_metrics([b'a'] * 10 + [b'c'], _context())['diversity_at_10'] == 0.0
+
+
+def test_score_lists_counts_coverage_once_and_reports_recall_by_group_with_the_spread():
+  cases = [(0, set(), {b'a'}), (1, set(), {b'b'}), (2, set(), {b'c'})]
+  groups = [{'gender': 'F', 'age': '18_24', 'user': 'new'}, {'gender': 'M', 'age': '18_24', 'user': 'new'},
+            {'gender': 'M', 'age': '25_34', 'user': 'returning'}]
+  lists = [[b'a', b'b'], [b'a', b'b'], [b'a', b'd']]
+  per_case, means = protocol.score_lists(lists, cases, _context(groups=groups))
+  assert [c['recall_at_10'] for c in per_case] == [1.0, 1.0, 0.0]
+  assert means['coverage_at_10'] == 0.75  # a, b and d of four catalogue movies
+  assert means['recall_at_10_gender_F'] == 1.0 and means['recall_at_10_gender_M'] == 0.5
+  assert means['recall_at_10_gender_spread'] == 0.5
+  assert means['recall_at_10_user_new'] == 1.0 and means['recall_at_10_user_spread'] == 1.0
+
+
+def test_age_groups_follow_the_feature_tables_boundaries():
+  assert [protocol.age_group(a) for a in (0, 7, 18, 24, 25, 49, 50, 56, 73)] == [
+      'unknown', 'under_18', '18_24', '18_24', '25_34', '45_49', '50_55', '56_plus', '56_plus']

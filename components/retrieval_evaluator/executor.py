@@ -20,7 +20,7 @@ def _columns(per_case: List[Dict[str, float]]) -> Dict[str, List[float]]:
 
 
 def evaluate(examples_uri: str, model_dir: str) -> Dict[str, Any]:
-  """Protocol metrics of the SavedModel in ``model_dir`` and of popularity.
+  """Protocol metrics of the SavedModel in ``model_dir`` and of popularity, accuracy and beyond.
 
   Returns:
     ``{'evaluated': bool, 'reason'?: str, 'cases': n, 'model': {...}, 'popularity': {...}, 'per_case': {...}}``;
@@ -32,13 +32,17 @@ def evaluate(examples_uri: str, model_dir: str) -> Dict[str, Any]:
   test = splits['test']
   everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
   cases = protocol.retrieval_cases(everything, test)
-  popularity = protocol.popularity_per_case(everything, min(test[f.TIMESTAMP]), cases)
-  result: Dict[str, Any] = {'cases': len(cases), 'popularity': protocol.mean_metrics(popularity) if cases else {}}
+  test_start = min(test[f.TIMESTAMP])
+  context = protocol.list_context(splits, test_start, cases)
+  popularity, popularity_means = protocol.score_lists(protocol.popularity_lists(everything, test_start, cases), cases,
+                                                      context)
+  result: Dict[str, Any] = {'cases': len(cases), 'popularity': popularity_means}
   if names.RETRIEVE not in loaded.signatures:
     result.update(evaluated=False, reason=f'the model has no {names.RETRIEVE!r} signature (no retrieval towers)')
     return result
-  model = protocol.model_per_case(protocol.retriever(loaded.signatures[names.RETRIEVE]), test, cases)
-  result.update(evaluated=True, model=protocol.mean_metrics(model), per_case={
+  model, model_means = protocol.score_lists(
+      protocol.model_lists(protocol.retriever(loaded.signatures[names.RETRIEVE]), test, cases), cases, context)
+  result.update(evaluated=True, model=model_means, per_case={
       'users': [test[f.USER_ID][i].decode() for i, _, _ in cases],
       'model': _columns(model), 'popularity': _columns(popularity)})
   return result
