@@ -1,0 +1,212 @@
+"""Item-to-item retrieval methods on the RetrievalEvaluator's protocol, in numpy: what docs/models.md's table holds.
+
+Reads one pipeline run's ExampleGen splits (``--output-root``, as
+bench-quality does), builds each method's item-item table from the train
+split, scores every case from the history lists of its query example (what
+``recommend`` and ``retrieve`` see) and prints the protocol's metrics,
+accuracy and beyond (components/retrieval_evaluator/protocol.py). With
+``--model-dir`` it also scores that SavedModel's ``retrieve`` (the towers)
+and blends with them. ``--mmr`` adds the diversity trade-off: MMR over genres
+on the shipped method's lists.
+
+  python -m benchmarks.bench_item_item --output-root /tmp/main-run/out \\
+      --model-dir /tmp/main-run/out/pipelines/movielens-recommender/Trainer/model/7/Format-Serving --mmr
+"""
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import argparse  # noqa: E402
+import collections  # noqa: E402
+import json  # noqa: E402
+from typing import Dict, List  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy import sparse  # noqa: E402
+
+from benchmarks import bench_quality  # noqa: E402
+from components.retrieval_evaluator import protocol  # noqa: E402
+from trainer import item_item  # noqa: E402
+from transforms import features as f  # noqa: E402
+
+KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
+        'popularity_share_at_10')
+
+
+class Data:
+  """The protocol's cases as arrays: the train matrix, each case's history and what it must leave out."""
+
+  def __init__(self, splits: Dict[str, Dict[str, list]]):
+    self.splits, train, test = splits, splits['train'], splits['test']
+    everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
+    self.cases = protocol.retrieval_cases(everything, test)
+    self.test_start = min(test[f.TIMESTAMP])
+    self.context = protocol.list_context(splits, self.test_start, self.cases)
+    self.everything = everything
+    counts = collections.Counter(train[f.MOVIE_ID])
+    # The movie vocabulary's order: most rated first, ties by id.
+    self.movies = sorted(counts, key=lambda m: (-counts[m], m))
+    self.index = {m: i for i, m in enumerate(self.movies)}
+    users = {u: i for i, u in enumerate(dict.fromkeys(train[f.USER_ID]))}
+    self.users = np.array([users[u] for u in train[f.USER_ID]])
+    self.items = np.array([self.index[m] for m in train[f.MOVIE_ID]])
+    self.rated = sparse.csr_matrix((np.ones(len(self.users)), (self.users, self.items)),
+                                   shape=(len(users), len(self.movies)))
+    self.rated.data[:] = 1.0
+    self.count = np.asarray(self.rated.sum(0)).ravel()
+    # Each case's history as the query example holds it: ids, ratings, age (0 = most recent).
+    self.history = []
+    for i, _, _ in self.cases:
+      ids, ratings = test[f.HISTORY_MOVIE_IDS][i], test[f.HISTORY_RATINGS][i]
+      known = [(self.index[m], r, len(ids) - 1 - p) for p, (m, r) in enumerate(zip(ids, ratings)) if m in self.index]
+      self.history.append(np.array(known, dtype=float).reshape(-1, 3))
+
+  def user_scores(self, table: np.ndarray, half_life=None, rating_weight=0.0) -> np.ndarray:
+    """[cases, movies]: each case's history rows of ``table``, weighted as ``ItemItemScorer`` weighs them."""
+    out = np.zeros((len(self.cases), len(self.movies)))
+    for c, h in enumerate(self.history):
+      if not len(h):
+        continue
+      weights = np.ones(len(h)) if half_life is None else 0.5 ** (h[:, 2] / half_life)
+      weights = weights * np.maximum(0.0, 1.0 + rating_weight * (h[:, 1] - np.mean(f.RATING_RANGE)))
+      out[c] = weights @ table[h[:, 0].astype(int)]
+    return out
+
+  def lists(self, scores: np.ndarray) -> List[List[bytes]]:
+    out = []
+    for s, (_, seen, _) in zip(scores, self.cases):
+      order = np.argsort(-s, kind='stable')
+      out.append([self.movies[j] for j in order if self.movies[j] not in seen][:max(protocol.CUTOFFS)])
+    return out
+
+  def score(self, lists) -> Dict[str, float]:
+    return protocol.score_lists(lists, self.cases, self.context)[1]
+
+
+def cooccurrence(data: Data, alpha: float, beta: float) -> np.ndarray:
+  """``C[h, j] / (n_h^alpha n_j^beta)``: cosine at 0.5, 0.5; conditional probability P(j | h) at 1, 0."""
+  counts = (data.rated.T @ data.rated).toarray()
+  np.fill_diagonal(counts, 0.0)
+  n = np.maximum(data.count, 1.0)
+  return counts / (n[:, None] ** alpha * n[None, :] ** beta)
+
+
+def sequential(data: Data, window: int, alpha=0.5, beta=0.5) -> np.ndarray:
+  """Co-occurrence of h and a movie the user rated within ``window`` ratings after it (train, in time)."""
+  train = data.splits['train']
+  by_user = collections.defaultdict(list)
+  for u, m, t in zip(train[f.USER_ID], train[f.MOVIE_ID], train[f.TIMESTAMP]):
+    by_user[u].append((t, data.index[m]))
+  counts = np.zeros((len(data.movies),) * 2)
+  for rows in by_user.values():
+    order = np.array([j for _, j in sorted(rows)])
+    for d in range(1, window + 1):
+      np.add.at(counts, (order[:-d], order[d:]), 1.0)
+  np.fill_diagonal(counts, 0.0)
+  n = np.maximum(data.count, 1.0)
+  return counts / (n[:, None] ** alpha * n[None, :] ** beta)
+
+
+def rp3beta(data: Data, beta: float) -> np.ndarray:
+  """RP3beta (Paudel et al., 2017): a two-step walk movie -> user -> movie, damped by the target's popularity."""
+  per_user = np.asarray(data.rated.sum(1)).ravel()
+  walk = ((sparse.diags(1 / np.maximum(data.count, 1)) @ data.rated.T)
+          @ (sparse.diags(1 / np.maximum(per_user, 1)) @ data.rated)).toarray()
+  np.fill_diagonal(walk, 0.0)
+  return walk / np.maximum(data.count, 1.0)[None, :] ** beta
+
+
+def zscore(a: np.ndarray) -> np.ndarray:
+  return (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-12)
+
+
+def mmr(data: Data, scores: np.ndarray, weight: float, pool: int = 100) -> List[List[bytes]]:
+  """Maximal marginal relevance over genres: greedily ``(1 - w) relevance - w max genre Jaccard to the list``.
+
+  Relevance is the score min-max scaled over each case's ``pool`` best
+  unseen movies; the first 10 are re-ranked, the rest keep their order.
+  """
+  out = []
+  for ranked, s in zip(data.lists(scores), scores):
+    ranked = ranked[:pool]
+    rel = np.array([s[data.index[m]] for m in ranked])
+    rel = (rel - rel.min()) / (rel.max() - rel.min() + 1e-12)
+    genres = [data.context.genres.get(m, frozenset()) for m in ranked]
+    chosen, left, closest = [], list(range(len(ranked))), np.zeros(len(ranked))
+    while left and len(chosen) < protocol.LIST_LENGTH:
+      best = max(left, key=lambda j: (1 - weight) * rel[j] - weight * closest[j])
+      chosen.append(best)
+      left.remove(best)
+      for j in left:
+        union = genres[j] | genres[best]
+        closest[j] = max(closest[j], len(genres[j] & genres[best]) / len(union) if union else 0.0)
+    out.append([ranked[j] for j in chosen] + [ranked[j] for j in left])
+  return out
+
+
+def towers(data: Data, model_dir: str) -> np.ndarray:
+  """The SavedModel's ``retrieve`` scores of every movie, per case (-1e9 for a movie it does not rank)."""
+  import tensorflow as tf  # noqa: PLC0415 (only this method needs TensorFlow's load)
+  signature = tf.saved_model.load(model_dir).signatures['retrieve']
+  test = data.splits['test']
+  out = signature(examples=tf.constant([test['serialized'][i] for i, _, _ in data.cases]), k=tf.constant(10**6))
+  scores = np.full((len(data.cases), len(data.movies)), -1e9)
+  for c, (ids, values) in enumerate(zip(out['movie_ids'].numpy(), out['scores'].numpy())):
+    for m, v in zip(ids, values):
+      if m in data.index:
+        scores[c, data.index[m]] = v
+  return scores
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--output-root', required=True, help='a pipeline run, as bench-quality --output-root')
+  parser.add_argument('--model-dir', default='', help="a SavedModel with 'retrieve', to score and blend with")
+  parser.add_argument('--mmr', action='store_true', help='the diversity trade-off on the shipped method')
+  args = parser.parse_args(argv)
+  examples_uri, _, _ = bench_quality._reference_run(args.output_root, '')
+  data = Data({s: protocol.read_split(examples_uri, s) for s in ('train', 'eval', 'test')})
+  shipped = dict(half_life=3.5, rating_weight=0.5)
+  ease = item_item.ease_table(data.users, data.items, len(data.movies), l2=1000.0)
+  methods = {'popularity': lambda: data.score(protocol.popularity_lists(data.everything, data.test_start, data.cases))}
+
+  def add(name, scores):
+    methods[name] = lambda: data.score(data.lists(scores()))
+
+  add('cosine co-occurrence', lambda: data.user_scores(cooccurrence(data, 0.5, 0.5)))
+  add('cosine, recency half-life 3.5 + rating weight', lambda: data.user_scores(cooccurrence(data, 0.5, 0.5),
+                                                                                **shipped))
+  add('conditional probability P(j|h)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.0), **shipped))
+  add('P(j|h) / n_j^0.5 (popularity damping)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.5), **shipped))
+  add('sequential co-occurrence, window 20', lambda: data.user_scores(sequential(data, 20), **shipped))
+  add('RP3beta, beta 0.5', lambda: data.user_scores(rp3beta(data, 0.5), **shipped))
+  for l2 in (300.0, 3000.0):
+    add(f'EASE l2 {l2:g}', lambda l2=l2: data.user_scores(item_item.ease_table(data.users, data.items,
+                                                                                len(data.movies), l2), **shipped))
+  add('EASE l2 1000, no recency or rating weight', lambda: data.user_scores(ease))
+  add('EASE l2 1000 (shipped)', lambda: data.user_scores(ease, **shipped))
+  add('EASE + RP3beta (z-scores, 1:1)', lambda: zscore(data.user_scores(ease, **shipped))
+      + zscore(data.user_scores(rp3beta(data, 0.5), **shipped)))
+  popularity = np.log1p(np.tile(data.count, (len(data.cases), 1)))
+  add('EASE + 0.3 popularity (z-scores)', lambda: zscore(data.user_scores(ease, **shipped)) + 0.3 * zscore(popularity))
+  if args.model_dir:
+    tower = towers(data, args.model_dir)
+    add('towers (multitask retrieve)', lambda: tower)
+    for w in (0.1, 0.3):
+      add(f'EASE + {w} towers (z-scores)', lambda w=w: zscore(data.user_scores(ease, **shipped)) + w * zscore(tower))
+  results = {}
+  for name, run in methods.items():
+    results[name] = {k: run_result for k, run_result in run().items() if k in KEYS}
+    print(f'| {name} | ' + ' | '.join(f'{results[name][k]:.4f}' for k in KEYS) + ' |', flush=True)
+  if args.mmr:
+    scores = data.user_scores(ease, **shipped)
+    for weight in (0.0, 0.2, 0.4, 0.6):
+      metrics = data.score(mmr(data, scores, weight))
+      results[f'MMR weight {weight}'] = {k: metrics[k] for k in KEYS}
+      print(f'| MMR over genres, weight {weight} | ' + ' | '.join(f'{metrics[k]:.4f}' for k in KEYS) + ' |',
+            flush=True)
+  print(json.dumps(results, indent=1))
+
+
+if __name__ == '__main__':
+  main()
