@@ -108,7 +108,7 @@ class Servable:
     """
     for name in (names.SERVING_DEFAULT, names.RECOMMEND):
       if name in self.signatures:
-        self.signatures[name].batcher.submit(self.signatures[name].example(), 1).result()
+        self.signatures[name].batcher.call(self.signatures[name].example())
 
   def acquire(self) -> 'Servable':
     with self._lock:
@@ -131,12 +131,9 @@ class Servable:
       self._close()
 
   def _close(self):
-    # Off the caller's thread: closing joins the batcher threads.
-    def close():
-      for signature in self.signatures.values():
-        signature.batcher.close()
-      self._closed.set()
-    threading.Thread(target=close, daemon=True).start()
+    for signature in self.signatures.values():
+      signature.batcher.close()
+    self._closed.set()
 
   def wait_closed(self, timeout: float) -> bool:
     return self._closed.wait(timeout)

@@ -66,7 +66,7 @@ def start_server(base, **kwargs):
   config = server_lib.Config(str(base), NAME, port=0, poll_s=kwargs.pop('poll_s', 0.1), **kwargs)
   server = server_lib.Server(config)
   port = server.start(wait_s=120)
-  assert server.state.store.current() is not None, 'no version loaded'
+  assert server.app.store.current() is not None, 'no version loaded'
   return server, Client(port)
 
 
@@ -328,7 +328,7 @@ def test_a_version_pushed_under_load_is_served_with_no_failed_request(tiny_model
   stop.set()
   for thread in threads:
     thread.join()
-  old = [s for s in [server.state.store.current()] if s.version != 2]
+  old = [s for s in [server.app.store.current()] if s.version != 2]
   server.stop()
   assert not failures, failures[:3]
   assert versions == {'1', '2'} and not old
