@@ -311,6 +311,38 @@ def floor(model_dir: str, signature: str, pools: List[List[dict]], rows: int, du
           'p99_ms': round(float(np.percentile(ms, 99)), 2)}
 
 
+BATCH_SIZES = {names.RECOMMEND: (1, 8, 16, 32, 64, 128), names.SERVING_DEFAULT: (1, 10, 100, 500, 1000, 2000)}
+
+
+def batch_costs(model_dir: str, requests: 'Requests', rounds: int = 30) -> Dict[str, List[dict]]:
+  """The SavedModel's call by batch size, the measurement behind --max-batch-rows and --max-recommend-rows.
+
+  Sizes are interleaved round by round, so noise from other work on the
+  machine falls on every size alike.
+  """
+  import tensorflow as tf
+  loaded = tf.saved_model.load(model_dir)
+  out = {}
+  for signature, sizes in BATCH_SIZES.items():
+    fn = loaded.signatures[signature]
+    specs = fn.structured_input_signature[1]
+    calls = {}
+    for n in sizes:
+      instances = requests.instances(signature, n)
+      calls[n] = {k: tf.constant([x[k] for x in instances], s.dtype) for k, s in specs.items()}
+      fn(**calls[n])
+    times = {n: [] for n in sizes}
+    for _ in range(rounds):
+      for n in sizes:
+        for _ in range(3):
+          t = time.perf_counter()
+          fn(**calls[n])
+          times[n].append(time.perf_counter() - t)
+    out[signature] = [{'rows': n, 'p50_ms': round(float(np.median(times[n])) * 1000, 2),
+                       'rows_per_s': round(n / float(np.median(times[n])))} for n in sizes]
+  return out
+
+
 def _batch_means(metrics_text: str, signature: str) -> dict:
   """Totals of the server's batch histograms for ``signature``: rows and requests summed, and calls."""
   values = {}
@@ -376,6 +408,7 @@ def main(argv=None):
     s = scenarios[name]
     s['floor'] = floor(model_dir, signature, pools[name], max(1, round(s['rows_per_call'])))
     s['server_overhead_ms'] = round(s['p50_ms'] - s['floor']['p50_ms'], 2)
+  costs = batch_costs(model_dir, requests)
   load_after = _loadavg()
   hparams_path = os.path.join(model_dir, 'assets.extra', names.HPARAMS_FILE)
   model = json.load(open(hparams_path)).get('model') if os.path.exists(hparams_path) else None
@@ -387,7 +420,7 @@ def main(argv=None):
   result = {
       'model': model, 'model_version': version, 'concurrency': args.concurrency, 'duration_s': args.duration_s,
       'warmup_s': WARMUP_S, 'server_args': args.server_args, 'load_average_before': load_before,
-      'load_average_after': load_after, 'scenarios': scenarios, 'open_loop': open_loop,
+      'load_average_after': load_after, 'scenarios': scenarios, 'open_loop': open_loop, 'batch_costs': costs,
       'targets': {**TARGETS, 'met': {
           'recommend_k10': met('recommend_k10'), 'predict_b1': met('predict_b1'), 'predict_b100': met('predict_b100'),
           'open_loop_p99': open_loop['p99_ms'] <= TARGETS['open_loop_p99_ms'] and not open_loop['errors'],
@@ -406,7 +439,11 @@ def main(argv=None):
            f'scenario after {WARMUP_S:.0f} s of warm-up; server flags `{args.server_args or "(defaults)"}`; '
            f'load average (1, 5, 15 min) {load_before} before, {load_after} after. The floor is the SavedModel\'s '
            'own call on one batch of the rows the server merged per call, in one thread with the server stopped. '
-           f'Targets met: {result["targets"]["met"]}. See docs/serving.md.\n\n' + '\n'.join(rows))
+           f'Targets met: {result["targets"]["met"]}. See docs/serving.md.\n\n' + '\n'.join(rows)
+           + '\n\nThe SavedModel\'s call by batch size (median ms, rows a second), which sets the batch limits:\n\n'
+           + '| signature | ' + ' | '.join('rows' for _ in range(6)) + ' |\n|' + ' --- |' * 7 + '\n'
+           + '\n'.join(f'| {sig} | ' + ' | '.join(f'{c["rows"]}: {c["p50_ms"]} ms, {c["rows_per_s"]:,}/s' for c in cs)
+                       + ' |' for sig, cs in costs.items()))
   common.write_result(NAME, result, table)
 
 

@@ -52,6 +52,12 @@ def _pad(arrays: List[np.ndarray]) -> np.ndarray:
   return np.concatenate(arrays, axis=0)
 
 
+def _merge(jobs: List[_Job]) -> Arrays:
+  if len(jobs) == 1:
+    return jobs[0].inputs
+  return {name: _pad([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
+
+
 class Batcher:
   """Runs ``fn`` on merged batches of queued requests, on worker threads.
 
@@ -68,14 +74,22 @@ class Batcher:
     trim: optional ``(inputs, outputs) -> outputs`` applied to each
       request's slice, for outputs whose width depends on the batch
       (recommend's k).
-    on_batch: optional callback with each batch's BatchStats (metrics),
-      called on the event loop.
+    check: optional ``inputs -> Exception or None``, the request checks that
+      need whole arrays (the feature table's ranges). It runs once on the
+      merged batch; only when that finds a problem does each request get
+      checked alone, so a bad request is answered with its own error and the
+      others in its batch run without it.
+    on_batch: optional callback ``(BatchStats, outputs)`` after each batch,
+      on the worker, with the outputs each request got (metrics: observing
+      them here keeps that work off the event loop).
   """
 
   def __init__(self, fn: Callable[..., Mapping[str, tf.Tensor]], max_rows: int = 256, workers: int = 1,
                trim: Optional[Callable[[Arrays, Arrays], Arrays]] = None,
+               check: Optional[Callable[[Arrays], Optional[Exception]]] = None,
                on_batch: Optional[Callable[[BatchStats], None]] = None):
     self._fn, self._max_rows, self._workers, self._trim, self._on_batch = fn, max_rows, workers, trim, on_batch
+    self._check = check
     self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='batcher')
     self._pending: List[_Job] = []
     self._busy = 0
@@ -120,20 +134,27 @@ class Batcher:
     except Exception as error:  # noqa: BLE001 -- a bug here must fail these requests, not the worker
       results = [error] * len(jobs)
     stats = BatchStats(sum(j.rows for j in jobs), len(jobs), time.perf_counter() - start)
-    loop.call_soon_threadsafe(self._finish, loop, jobs, results, stats)
+    loop.call_soon_threadsafe(self._finish, loop, jobs, results)
+    if self._on_batch:
+      self._on_batch(stats, [r for r in results if not isinstance(r, Exception)])
 
   def _run(self, jobs: List[_Job]) -> list:
-    if len(jobs) == 1:
-      merged = jobs[0].inputs
-    else:
-      merged = {name: _pad([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
+    merged = _merge(jobs)
+    if self._check and self._check(merged) is not None:
+      errors = [self._check(j.inputs) for j in jobs]
+      good = [j for j, e in zip(jobs, errors) if e is None]
+      answers = iter(self._call_split(good, _merge(good)) if good else [])
+      return [e if e is not None else next(answers) for e in errors]
+    return self._call_split(jobs, merged)
+
+  def _call_split(self, jobs: List[_Job], merged: Arrays) -> list:
     try:
       outputs = self.call(merged)
     except Exception as error:  # noqa: BLE001 -- handed to each waiting request, never swallowed
       if len(jobs) == 1:
         return [error]
       # One request the model rejects must not fail the others it was merged with.
-      return [self._run([job])[0] for job in jobs]
+      return [self._call_split([job], job.inputs)[0] for job in jobs]
     results, offset = [], 0
     for job in jobs:
       part = {name: value[offset:offset + job.rows] for name, value in outputs.items()}
@@ -141,7 +162,7 @@ class Batcher:
       results.append(self._trim(job.inputs, part) if self._trim else part)
     return results
 
-  def _finish(self, loop: asyncio.AbstractEventLoop, jobs: List[_Job], results: list, stats: BatchStats):
+  def _finish(self, loop: asyncio.AbstractEventLoop, jobs: List[_Job], results: list):
     self._busy -= 1
     self._dispatch(loop)  # start the next batch before answering this one
     for job, result in zip(jobs, results):
@@ -151,5 +172,3 @@ class Batcher:
         job.future.set_exception(result)
       else:
         job.future.set_result(result)
-    if self._on_batch:
-      self._on_batch(stats)

@@ -109,13 +109,10 @@ def _fast(spec: InputSpec, values: List[Any]):
     if all(type(v) is int for v in values) and (not values or (low <= min(values) and max(values) <= high)):
       return np.array(values, dtype=spec.dtype)
     return None
-  if all(type(v) in (int, float) for v in values):
-    try:
-      array = np.array(values, dtype=np.float64)
-    except OverflowError:  # an integer beyond float64
-      return None
-    if np.isfinite(array).all() and (np.abs(array) <= _FLOAT32_MAX).all():
-      return array.astype(np.float32)
+  # One chained comparison a value: NaN, infinities and numbers beyond float32 all fail it, and an
+  # integer too large for a float compares exactly; cheaper than numpy's checks on a request's few values.
+  if all(type(v) in (int, float) and -_FLOAT32_MAX <= v <= _FLOAT32_MAX for v in values):
+    return np.array(values, dtype=np.float32)
   return None
 
 

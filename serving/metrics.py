@@ -4,12 +4,15 @@ The prediction histograms are for drift monitoring: a shift in the
 distribution of predicted ratings (or of recommended scores) between two
 windows is visible without logging a single request.
 """
-from typing import Dict, Tuple
+import threading
+from typing import Dict, List, Tuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from contract.names import MOVIE_IDS, PREDICTION_KEY, SCORES
 
 LATENCY_BUCKETS = (.0005, .001, .002, .003, .005, .0075, .01, .015, .02, .03, .05, .075, .1, .2, .5, 1., 2.5)
 # Ratings live in 1..5: quarter-star buckets.
@@ -54,12 +57,19 @@ class Metrics:
     children[0].inc()
     children[1].observe(seconds)
 
-  def on_batch(self, signature: str, stats) -> None:
+  def on_batch(self, model: str, signature: str, stats, outputs: List[Dict[str, np.ndarray]]) -> None:
+    """One SavedModel call: its size, and the predictions (or recommend scores) each request got."""
     self.batch_rows.labels(signature).observe(stats.rows)
     self.batch_requests.labels(signature).observe(stats.requests)
-
-  def observe_predictions(self, model: str, signature: str, values: np.ndarray) -> None:
-    self.predictions.observe(np.asarray(values, np.float64).ravel(), (model, signature))
+    if not outputs:
+      return
+    if SCORES in outputs[0]:
+      values = [o[SCORES][o[MOVIE_IDS] != b''] for o in outputs]  # padding is no recommendation
+    elif PREDICTION_KEY in outputs[0]:
+      values = [o[PREDICTION_KEY].ravel() for o in outputs]
+    else:
+      return
+    self.predictions.observe(np.concatenate(values).astype(np.float64), (model, signature))
 
   def exposition(self) -> bytes:
     return generate_latest(self.registry)
@@ -69,27 +79,32 @@ class _ArrayHistogram:
   """A Prometheus histogram observed a whole array at a time (a recommend answer is 10 scores).
 
   prometheus_client's Histogram takes one value per call, with a lock each;
-  this bins an array with one ``searchsorted``. Non-finite values are left
-  out. Observed and collected on the event loop.
+  this bins an array with one ``searchsorted`` and ``bincount``. Non-finite
+  values are left out. Observed on batcher threads, collected on the loop.
   """
 
   def __init__(self, name: str, documentation: str, labels: Tuple[str, ...], buckets: Tuple[float, ...]):
     self._name, self._doc, self._labels = name, documentation, list(labels)
     self._edges = np.array(buckets, np.float64)
     self._series: Dict[Tuple[str, ...], list] = {}  # labels: [counts per bucket and +Inf, sum]
+    self._lock = threading.Lock()
 
   def observe(self, values: np.ndarray, labels: Tuple[str, ...]) -> None:
     values = values[np.isfinite(values)]
-    series = self._series.get(labels)
-    if series is None:
-      series = self._series[labels] = [np.zeros(len(self._edges) + 1, np.int64), 0.0]
     # side='left': a value equal to an edge falls in that edge's bucket (le is inclusive).
-    np.add.at(series[0], np.searchsorted(self._edges, values, side='left'), 1)
-    series[1] += float(values.sum())
+    counts = np.bincount(np.searchsorted(self._edges, values, side='left'), minlength=len(self._edges) + 1)
+    with self._lock:
+      series = self._series.get(labels)
+      if series is None:
+        series = self._series[labels] = [np.zeros(len(self._edges) + 1, np.int64), 0.0]
+      series[0] += counts
+      series[1] += float(values.sum())
 
   def collect(self):
     family = HistogramMetricFamily(self._name, self._doc, labels=self._labels)
-    for labels, (counts, total) in self._series.items():
+    with self._lock:
+      series = [(labels, counts.copy(), total) for labels, (counts, total) in self._series.items()]
+    for labels, counts, total in series:
       cumulative = np.cumsum(counts)
       buckets = [(_le(edge), int(c)) for edge, c in zip(self._edges, cumulative[:-1])]
       family.add_metric(list(labels), buckets + [('+Inf', int(cumulative[-1]))], total)

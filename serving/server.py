@@ -156,7 +156,8 @@ class App:
     self.metrics = Metrics()
     self.store = model_store.ModelStore(
         config.model_name, config.model_base_path, config.options, config.poll_s,
-        on_batch=self.metrics.on_batch, on_load=self._on_load)
+        on_batch=lambda signature, stats, outputs: self.metrics.on_batch(config.model_name, signature, stats, outputs),
+        on_load=self._on_load, make_check=self._range_check)
     self.request_log = None
     if config.request_log:
       self.request_log = RequestLog(config.request_log, config.request_log_sample,
@@ -263,11 +264,10 @@ class App:
     try:
       signature = _signature(servable, request.pop('signature_name', names.SERVING_DEFAULT))
       arrays, row_format = codec.parse_predict(request, signature.inputs, self.config.limits)
-      self._check_ranges(arrays)
       outputs = await self._run(signature, arrays)
     finally:
       servable.release()
-    self._observe(servable, signature.name, arrays, outputs)
+    self._log(servable, signature.name, arrays, outputs)
     payload = codec.format_predict(outputs, row_format)
     # TF Serving writes NaN and Infinity (a model can produce them); orjson would write null.
     return Response(200, _dumps(payload) if _finite(outputs.values()) else json.dumps(payload).encode())
@@ -279,11 +279,9 @@ class App:
       signature = _signature(servable, names.RECOMMEND)
       arrays, _ = codec.parse_predict({'instances': [_recommend_instance(request, signature.inputs)]},
                                       signature.inputs, self.config.limits)
-      self._check_ranges(arrays)
       outputs = await self._run(signature, arrays)
     finally:
       servable.release()
-    self._observe(servable, names.RECOMMEND, arrays, outputs)
     ids, titles, scores = (outputs[n][0] for n in (names.MOVIE_IDS, names.TITLES, names.SCORES))
     recommendations = [{'movie_id': m.decode(), 'title': t.decode('utf-8', 'replace'), 'score': s}
                        for m, t, s in zip(ids, titles, scores.tolist()) if m]
@@ -304,11 +302,20 @@ class App:
 
   # The hot path's parts.
 
-  def _check_ranges(self, arrays: Dict[str, np.ndarray]):
-    """Each value inside its feature's range, before batching, so one bad request fails alone."""
-    message = f.check_columns(arrays, self.config.features)
-    if message:
-      raise codec.BadRequest(message)
+  def _range_check(self, inputs: Dict[str, codec.InputSpec]):
+    """A signature's range check from the feature table, for its batcher (None when no input has a range).
+
+    The batcher checks each merged batch once, and each request alone only
+    when the batch has a bad value, so one bad request fails alone.
+    """
+    table, columns = self.config.features, _ranged_inputs(inputs, self.config.features)
+    if not columns:
+      return None
+
+    def check(arrays: Dict[str, np.ndarray]) -> Optional[codec.BadRequest]:
+      message = f.check_columns({n: arrays[n] for n in columns}, table)
+      return codec.BadRequest(message) if message else None
+    return check
 
   async def _run(self, signature: model_store.Signature, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     rows = len(next(iter(arrays.values())))
@@ -321,18 +328,22 @@ class App:
     except tf.errors.InvalidArgumentError as error:
       raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
 
-  def _observe(self, servable: model_store.Servable, signature: str, arrays, outputs):
-    if names.SCORES in outputs:
-      self.metrics.observe_predictions(servable.name, signature, outputs[names.SCORES][outputs[names.MOVIE_IDS] != b''])
-    elif names.PREDICTION_KEY in outputs:
-      self.metrics.observe_predictions(servable.name, signature, outputs[names.PREDICTION_KEY])
-      if self.request_log and signature in _LOGGED_SIGNATURES:
-        self.request_log.log(servable.version, signature, arrays, outputs[names.PREDICTION_KEY])
+  def _log(self, servable: model_store.Servable, signature: str, arrays, outputs):
+    if self.request_log and signature in _LOGGED_SIGNATURES:
+      self.request_log.log(servable.version, signature, arrays, outputs[names.PREDICTION_KEY])
 
   def close(self):
     self.store.stop()
     if self.request_log:
       self.request_log.close()
+
+
+def _ranged_inputs(inputs: Sequence[str], table: Sequence[f.Feature]) -> Tuple[str, ...]:
+  """The inputs the table gives a range, and those their values align with (to tell padding from values)."""
+  by_name = {x.name: x for x in table}
+  ranged = [n for n in inputs if n in by_name and by_name[n].valid_range is not None]
+  aligned = [by_name[n].aligned_with for n in ranged if by_name[n].aligned_with in inputs]
+  return tuple(dict.fromkeys(ranged + aligned))
 
 
 def _signature(servable: model_store.Servable, name: Any) -> model_store.Signature:
