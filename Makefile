@@ -14,8 +14,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup chromium wrk run serve test test-unit test-e2e test-compile bench-pipeline bench-quality bench-index \
-	bench-serving bench-scale clean
+.PHONY: setup lint chromium redis-server wrk run serve feature-store test test-unit test-e2e test-compile \
+	bench-pipeline bench-quality bench-index bench-serving bench-scale bench-feature-store clean
 
 setup: $(STAMP)
 
@@ -34,19 +34,36 @@ MODEL_BASE_PATH ?= outputs/serving/movielens_ranking
 serve: $(STAMP)
 	$(PY) -m serving.server --model-base-path $(MODEL_BASE_PATH) $(SERVE_ARGS)
 
+# The online feature store, seeded from ML-100K by ExampleGen's readers: a
+# SQLite file next to the served models (FEATURE_STORE=redis://host:port/0
+# for Redis). It prints what it loaded and every row it skipped.
+FEATURE_STORE ?= $(dir $(MODEL_BASE_PATH))feature_store.sqlite
+feature-store: $(STAMP)
+	$(PY) -m serving.feature_store bootstrap --store $(FEATURE_STORE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+# The feature store's tests and benchmark start Debian's redis-server.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; } || \
+	  { echo 'redis-server is missing: sudo apt-get install -y redis-server'; exit 1; }
+
 # The evaluation report's tests render it in headless Chromium.
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; } || \
 	  { echo 'Chromium is missing: sudo apt-get install -y chromium'; exit 1; }
 
-test: $(STAMP) chromium
+# ruff.toml: one line length and pyflakes' checks, before any test runs.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP) chromium redis-server lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP) chromium
+test-unit: $(STAMP) chromium redis-server
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test-e2e: $(STAMP) chromium
+test-e2e: $(STAMP) chromium redis-server
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 test-compile: $(STAMP)
@@ -77,6 +94,11 @@ bench-serving: $(STAMP) wrk
 # min a stage). BENCH_SCALE_ARGS: e.g. --sizes 100000,1000000
 bench-scale: $(STAMP)
 	$(PY) -m benchmarks.bench_scale $(BENCH_SCALE_ARGS)
+
+# Ingest rate of the Redis-stream consumer and by-id lookup latency, SQLite and
+# Redis; writes docs/results/feature_store.{json,md}.
+bench-feature-store: $(STAMP) redis-server
+	$(PY) -m benchmarks.bench_feature_store $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 clean:
 	rm -rf outputs .pytest_cache

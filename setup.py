@@ -9,9 +9,9 @@ setuptools.setup(
     version='0.1.0',
     description='A production TFX pipeline for a MovieLens recommender (TFRS models, TFMA, TF Serving).',
     python_requires='>=3.10,<3.11',
-    packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*', 'kubeflow*',
-                                               'serving*']),
-    package_data={'components': ['*/README.md']},
+    packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*',
+                                               'kubeflow*', 'serving*']),
+    package_data={'components': ['*/README.md', 'eval_report/templates/*.j2']},
     install_requires=[
         'tfx==1.16.0',
         'tensorflow==2.16.2',
@@ -33,6 +33,8 @@ setuptools.setup(
         'granian==2.8.9',
         'orjson==3.13.0',
         'prometheus_client==0.26.0',
+        # serving/feature_store: the Redis backend and the event stream (pinned through Beam already).
+        'redis==5.3.1',
     ],
-    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2']},
+    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4']},
 )

@@ -28,12 +28,13 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 
 from benchmarks import common  # noqa: E402
-from components.data_validator.checks import split_files  # noqa: E402
+from components.common.splits import split_files  # noqa: E402
 from components.retrieval_evaluator import protocol  # noqa: E402
 from contract import names  # noqa: E402
 from pipeline import configs, run_summary  # noqa: E402
 from trainer import hparams as hp  # noqa: E402
-from trainer import retrieval, task  # noqa: E402
+from trainer import task  # noqa: E402
+from trainer import signatures  # noqa: E402
 from trainer.signatures import raw_spec_without_label  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -131,7 +132,7 @@ def model_retrieval_metrics(model, tf_transform_output, cases, test):
 
   In process, through the same ``retrieve`` signature the Trainer exports.
   """
-  signature = retrieval.make_retrieve_signature(
+  signature = signatures.make_retrieve_signature(
       model, tf_transform_output.transform_features_layer(), raw_spec_without_label(tf_transform_output),
       tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
   return protocol.model_metrics(protocol.retriever(signature), test, cases)
@@ -159,8 +160,8 @@ def main(argv=None):
 
   models = {name: _summary([p], cold, warm, labels) for name, p in bias_baselines(train, test).items()}
   seeds = [int(s) for s in args.seeds.split(',')]
-  names = args.models.split(',')
-  for name in names:
+  model_names = args.models.split(',')
+  for name in model_names:
     predictions, retrieved, without_stats = [], [], []
     for seed in seeds:
       start = time.time()
@@ -173,7 +174,7 @@ def main(argv=None):
       if name in RANKING_MODELS:
         predictions.append(predict(model, tf_transform_output, test['serialized']))
         shown.append(f'test RMSE {_rmse(predictions[-1], labels):.4f}')
-        if f.MOVIE_RATING_COUNT in getattr(model, 'RAW_FEATURES', ()):
+        if f.MOVIE_RATING_COUNT in f.raw_inputs(model.TRANSFORM_OUTPUTS):
           without_stats.append(_rmse(predict(model, tf_transform_output, test['serialized'], False), labels))
           shown.append(f'without movie statistics {without_stats[-1]:.4f}')
       if name in RETRIEVAL_MODELS:
@@ -189,8 +190,8 @@ def main(argv=None):
   models['popularity'] = popularity
   result = {'models': models, 'seeds': seeds, 'test_rows': int(len(labels)),
             'cold_share': round(float(cold.mean()), 4), 'retrieval_cases': len(cases), 'popularity': popularity}
-  ranking = [n for n in names if n in RANKING_MODELS]
-  retrievers = [n for n in names if n in RETRIEVAL_MODELS]
+  ranking = [n for n in model_names if n in RANKING_MODELS]
+  retrievers = [n for n in model_names if n in RETRIEVAL_MODELS]
   if ranking:
     result['best_ranking'] = min(ranking, key=lambda n: models[n]['rmse_mean'])
   if retrievers:
@@ -199,16 +200,16 @@ def main(argv=None):
 
 
 def _table(r):
-  names = {'global_mean': 'global mean', 'bias': 'item + user bias (fit on train)',
+  titles = {'global_mean': 'global mean', 'bias': 'item + user bias (fit on train)',
            'bias_point_in_time': 'item bias + point-in-time user bias', 'ranking': "seed's model (ranking)",
            'history_ranking': 'ours: history_ranking (features, history, DCN)',
            'multitask': 'ours: multitask (history_ranking + retrieval)',
            'retrieval': 'ours: retrieval (two towers, catalogue softmax)', 'popularity': 'popularity (baseline)'}
-  rows = [f'| {names.get(k, k)} | {v["rmse_mean"]:.4f} ± {v["rmse_std"]:.4f} | {v["rmse_cold"]:.4f} | '
+  rows = [f'| {titles.get(k, k)} | {v["rmse_mean"]:.4f} ± {v["rmse_std"]:.4f} | {v["rmse_cold"]:.4f} | '
           f'{v["rmse_warm"]:.4f} | {v.get("rmse_without_movie_stats", "")} |'
           for k, v in r['models'].items() if 'rmse_mean' in v]
-  retrieval_rows = [f'| {names.get(k, k)} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | {v["ndcg_at_10"]:.4f} |'
-                    for k, v in r['models'].items() if 'recall_at_100' in v]
+  retrieval_rows = [f'| {titles.get(k, k)} | {v["recall_at_10"]:.4f} | {v["recall_at_100"]:.4f} | '
+                    f'{v["ndcg_at_10"]:.4f} |' for k, v in r['models'].items() if 'recall_at_100' in v]
   return '\n'.join([
       f'Test split: {r["test_rows"]} ratings, {r["cold_share"]:.0%} from users not in train. '
       f'Trained models: mean ± std over seeds {r["seeds"]}. Best ranking model: '

@@ -121,11 +121,6 @@ def validate(settings: KubeflowSettings) -> None:
       raise ValueError('The Dataflow runner needs --beam-arg=--project=... and --beam-arg=--region=....')
   if settings.platform not in PLATFORMS:
     raise ValueError(f'--platform {settings.platform!r}: choose one of {PLATFORMS}.')
-  if settings.platform == KFP and 'baseline_resolver' not in {
-      f.name for f in dataclasses.fields(configs.PipelineConfig)}:
-    raise ValueError('--platform kfp needs PipelineConfig.baseline_resolver, to build the pipeline without '
-                     'its Resolver node, which open-source KFP 2.x cannot run; this tree\'s '
-                     'pipeline/configs.py has none yet (docs/kubeflow.md).')
   if settings.distribution_strategy not in distribution.STRATEGIES:
     raise ValueError(f'--distribution-strategy {settings.distribution_strategy!r}: choose one of '
                      f'{distribution.STRATEGIES}.')

@@ -11,12 +11,21 @@ from contract.names import MODEL_NAME, PIPELINE_NAME  # noqa: F401 (re-exported 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSFORM_MODULE_FILE = os.path.join(_REPO_ROOT, 'transforms', 'preprocessing.py')
 TRAINER_MODULE_FILE = os.path.join(_REPO_ROOT, 'trainer', 'task.py')
+# The Tuner imports its entry point by path (see create_pipeline).
+TUNER_FN = 'trainer.task.tuner_fn'
 SCHEMA_FILE = os.path.join(_REPO_ROOT, 'schema', 'schema.pbtxt')
 
 # Global-mean RMSE on the seed's test split: a model must beat it to ship.
 DEFAULT_RMSE_THRESHOLD = 1.117
+# The local runner's Tuner budget: trials of this many epochs each; see
+# docs/pipeline.md for what it costs and why it is this size.
+DEFAULT_TUNER_TRIALS = 5
+DEFAULT_TUNER_EPOCHS = 2
 # A candidate may be this much worse than the last blessed model (run-to-run noise).
 DEFAULT_RMSE_TOLERANCE = 0.01
+# And, as well, not significantly worse on the same test examples (EvalReport's
+# paired bootstrap).
+DEFAULT_REQUIRE_NOT_WORSE = True
 
 
 @dataclasses.dataclass
@@ -29,6 +38,8 @@ class PipelineConfig:
       ``<serving_model_dir>/<model_name>/<version>/``.
     data_dir: GroupLens ml-100k directory; '' lets ExampleGen resolve one
       (download, then the recbole wheel's copy).
+    data_cache_dir: where ExampleGen keeps a downloaded or converted copy
+      when ``data_dir`` is ''; '' is ~/.cache/movielens_tfx.
     data_fingerprint: a digest of the input data, so the cache invalidates
       when the files change under the same path.
     split_config: a ``SplitConfig.to_json()`` string; None is the seed's time split.
@@ -40,16 +51,33 @@ class PipelineConfig:
     hparams: Trainer hyperparameter overrides (see trainer/hparams.py); 'model' picks the model.
     tuner_trials: run the Tuner with this many trials (0: no Tuner).
     tuner_epochs: epochs per Tuner trial.
+    tuner_fingerprint: a digest of what defines the search (the search
+      space and the hyperparameter defaults); part of the Tuner's cache key,
+      which holds no other code.
+    tuner_fn: import path of the Tuner's entry point.
+    transform_fingerprint, trainer_fingerprint: digests of the module
+      files' folders, for runners that hand module files over as paths
+      instead of wheels (whose version is such a digest); they go into the
+      components' custom_config, and so into their cache keys.
     transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
-    rmse_tolerance: allowed RMSE increase over the latest blessed model.
+    rmse_tolerance: allowed RMSE increase over the latest blessed model
+      (TFMA's change threshold); None: no such threshold.
+    require_not_worse: bless only a candidate whose paired RMSE difference
+      with the latest blessed model is not significantly above zero
+      (EvalReport), instead of or as well as ``rmse_tolerance``.
     baseline_resolver: compare with the latest blessed model (a Resolver
       node). Off for open-source KFP 2.x, which cannot run Resolver nodes:
       the Evaluator then blesses on ``rmse_threshold`` alone.
+    baseline_excludes_candidate: the baseline is the latest blessed model
+      other than this run's candidate (pipeline/baseline.py), so a rerun
+      after a blessing does not evaluate the model against itself. The
+      Kubeflow V2 compiler only knows TFX's own strategy.
   """
   pipeline_root: str
   serving_model_dir: str
   data_dir: str = ''
+  data_cache_dir: str = ''
   data_fingerprint: str = ''
   split_config: Optional[str] = None
   max_bad_fraction: float = 0.01
@@ -59,10 +87,16 @@ class PipelineConfig:
   hparams: Dict[str, Any] = dataclasses.field(default_factory=dict)
   tuner_trials: int = 0
   tuner_epochs: int = 10
+  tuner_fingerprint: str = ''
+  tuner_fn: str = TUNER_FN
+  transform_fingerprint: str = ''
+  trainer_fingerprint: str = ''
   transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD
-  rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
+  rmse_tolerance: Optional[float] = DEFAULT_RMSE_TOLERANCE
+  require_not_worse: bool = DEFAULT_REQUIRE_NOT_WORSE
   baseline_resolver: bool = True
+  baseline_excludes_candidate: bool = False
   pipeline_name: str = PIPELINE_NAME
   model_name: str = MODEL_NAME
   transform_module_file: str = TRANSFORM_MODULE_FILE

@@ -7,12 +7,20 @@ from tfx.dsl.components.base import executor_spec
 
 from components import idempotent_pusher
 from contract import names
+from pipeline import baseline
 from components.data_validator import DataValidator
-from components.eval_report import EvalReport
+from components.eval_report import EvalReport, spec as eval_report_spec
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from components.retrieval_evaluator import RetrievalEvaluator
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import EVAL_SPLIT, make_eval_config
+
+
+def _fingerprinted(custom_config: dict, fingerprint: str) -> Optional[dict]:
+  """``custom_config`` with the module folder's digest, when the runner gives one."""
+  if fingerprint:
+    custom_config = {**custom_config, 'module_fingerprint': fingerprint}
+  return custom_config or None
 
 
 def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
@@ -36,7 +44,8 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       data_dir=config.data_dir,
       split_config=config.split_config or SplitConfig().to_json(),
       max_bad_fraction=config.max_bad_fraction,
-      data_fingerprint=config.data_fingerprint).with_id(names.EXAMPLE_GEN)
+      data_fingerprint=config.data_fingerprint,
+      cache_dir=config.data_cache_dir or None).with_id(names.EXAMPLE_GEN)
 
   # Per-split statistics: input to the schema, the validator and drift checks.
   statistics_gen = tfx.components.StatisticsGen(
@@ -68,25 +77,30 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       # Pre/post-transform statistics double Transform's time; StatisticsGen
       # already covers the raw splits.
       disable_statistics=not config.transform_statistics,
+      custom_config=_fingerprinted({}, config.transform_fingerprint),
       splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval'])
   ).with_id(names.TRANSFORM)
   # Transform consumes no output of the validator, so order it explicitly:
   # a failed validation stops the run before anything is trained or pushed.
   transform.add_upstream_node(example_validator)
 
-  # A KerasTuner search over the model's hyperparameters. Trainer takes its
-  # best values; without it, trainer/hparams.py's defaults.
+  # A KerasTuner search over the model's hyperparameters; Trainer takes its
+  # best values (without it, trainer/hparams.py's defaults). Named by import
+  # path, not module_file: the cache key then holds the data, the budget and
+  # ``tuner_fingerprint`` (the search space), so an edit elsewhere in
+  # trainer/ reruns the Trainer but reuses the search (docs/pipeline.md).
   tuner = None
   if config.tuner_trials:
     tuner = tfx.components.Tuner(
-        module_file=config.trainer_module_file,
+        tuner_fn=config.tuner_fn,
         examples=transform.outputs['transformed_examples'],
         transform_graph=transform.outputs['transform_graph'],
         schema=schema_gen.outputs['schema'],
         train_args=tfx.proto.TrainArgs(splits=['train']),
         eval_args=tfx.proto.EvalArgs(splits=['eval']),
         custom_config={'hparams': config.hparams,
-                       'tuner': {'max_trials': config.tuner_trials, 'epochs': config.tuner_epochs}}
+                       'tuner': {'max_trials': config.tuner_trials, 'epochs': config.tuner_epochs,
+                                 'fingerprint': config.tuner_fingerprint}}
     ).with_id(names.TUNER)
 
   # Fits the TFRS model and exports it with raw, tf.Example and transform signatures.
@@ -98,16 +112,29 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       hyperparameters=tuner.outputs['best_hyperparameters'] if tuner else None,
       train_args=tfx.proto.TrainArgs(splits=['train']),
       eval_args=tfx.proto.EvalArgs(splits=['eval']),
-      custom_config={'hparams': config.hparams}).with_id(names.TRAINER)
+      custom_config=_fingerprinted({'hparams': config.hparams}, config.trainer_fingerprint)).with_id(names.TRAINER)
 
   # The latest blessed model is the baseline a candidate must not fall behind.
+  # Locally, never the candidate itself: comparing a model with itself would
+  # rerun the Evaluator on the first rerun after every blessing.
   model_resolver = None
-  if config.baseline_resolver:
+  # EvalReport's blessing, the one the Pusher reads; the Evaluator's alone
+  # may bless a model the paired test refused.
+  final_blessings = tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                    producer_component_id=names.EVAL_REPORT,
+                                    output_key=eval_report_spec.MODEL_BLESSING_KEY)
+  if config.baseline_resolver and config.baseline_excludes_candidate:
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=baseline.LatestBlessedOtherModelStrategy,
+        **{baseline.MODEL: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+           baseline.MODEL_BLESSING: final_blessings,
+           baseline.CANDIDATE: trainer.outputs['model']}
+    ).with_id(names.MODEL_RESOLVER)
+  elif config.baseline_resolver:
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
-    ).with_id(names.MODEL_RESOLVER)
+        model_blessing=final_blessings).with_id(names.MODEL_RESOLVER)
 
   # TFMA on the held-out test split, overall and by slice (eval_config.py);
   # blesses the model or not.
@@ -124,7 +151,8 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id(names.RETRIEVAL_EVALUATOR)
 
   # One static page a reviewer can decide from: the blessing and why, metrics
-  # against the baseline, slices, fairness, calibration and the data.
+  # with their intervals against the baseline, slices, fairness, calibration
+  # and the data; and the final blessing, the paired test included.
   eval_report = EvalReport(
       evaluation=evaluator.outputs['evaluation'],
       blessing=evaluator.outputs['blessing'],
@@ -133,14 +161,15 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       quarantine=example_gen.outputs['quarantine'],
       anomalies=example_validator.outputs['anomalies'],
       retrieval=retrieval_evaluator.outputs['evaluation'],
-      eval_split=EVAL_SPLIT).with_id(names.EVAL_REPORT)
+      eval_split=EVAL_SPLIT,
+      require_not_worse=config.require_not_worse).with_id(names.EVAL_REPORT)
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
   # unless that same model is already there.
   pusher = tfx.components.Pusher(
       custom_executor_spec=executor_spec.ExecutorClassSpec(idempotent_pusher.Executor),
       model=trainer.outputs['model'],
-      model_blessing=evaluator.outputs['blessing'],
+      model_blessing=eval_report.outputs[eval_report_spec.MODEL_BLESSING_KEY],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=f'{config.serving_model_dir}/{config.model_name}'))).with_id(names.PUSHER)

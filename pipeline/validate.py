@@ -28,6 +28,7 @@ import tensorflow_data_validation as tfdv  # noqa: E402
 from tensorflow_metadata.proto.v0 import schema_pb2  # noqa: E402
 from tfx.utils import path_utils  # noqa: E402
 
+from components.common import splits  # noqa: E402
 from components.data_validator import checks, report  # noqa: E402
 from components.movielens_example_gen import history, parsing  # noqa: E402
 from contract import names  # noqa: E402
@@ -64,7 +65,7 @@ class Reference:
     return checks.split_statistics(self.statistics_uri, 'train')
 
   def train_ids(self):
-    return checks.known_ids(checks.read_ids(checks.split_files(self.examples_uri, 'train')))
+    return checks.known_ids(checks.read_ids(splits.split_files(self.examples_uri, 'train')))
 
 
 def served_features(model_dir: str) -> List[str]:
@@ -132,7 +133,7 @@ def read_grouplens(path: str, data_dir: str) -> Tuple[List[bytes], List[parsing.
 
 
 def _csv_feature(name: str, text: str, feature_type) -> tf.train.Feature:
-  multi_valued = name in f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES
+  multi_valued = name in f.MULTI_VALUED
   values = [v for v in text.split('|') if v != ''] if multi_valued else ([text] if text != '' else [])
   if feature_type == schema_pb2.INT:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
@@ -160,7 +161,7 @@ def read_csv(path: str, schema: schema_pb2.Schema,
         # An empty cell is an absent value (a request without a user_id), not an empty list.
         feature = {name: _csv_feature(name, text.strip(), types[name])
                    for name, text in row.items() if name in types and text is not None
-                   and (text.strip() or name in f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES)}
+                   and (text.strip() or name in f.MULTI_VALUED)}
       except ValueError as e:
         bad_rows.append(parsing.BadRow(os.path.basename(path), line_no, BAD_VALUE, raw, str(e)))
         continue

@@ -161,8 +161,8 @@ def _versions(base_path: str) -> List[Tuple[int, str]]:
 def _fingerprint(path: str) -> Tuple:
   """What changes while a version is still being copied in: each file's name, size and mtime."""
   files = []
-  for root, _, names in tf.io.gfile.walk(path):
-    for name in names:
+  for root, _, file_names in tf.io.gfile.walk(path):
+    for name in file_names:
       stat = tf.io.gfile.stat(os.path.join(root, name))
       files.append((os.path.relpath(os.path.join(root, name), path), stat.length, stat.mtime_nsec))
   return tuple(sorted(files))

@@ -26,9 +26,8 @@ import tensorflow as tf
 from transforms import features as f
 
 EXTRA_COLUMNS = ('logged_at', 'model_version', 'signature', 'prediction')
-FEATURE_COLUMNS = (f.USER_ID, f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER,
-                   f.USER_OCCUPATION, f.USER_ZIP, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS,
-                   f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN)
+# Every feature a request may carry, in the feature table's order.
+FEATURE_COLUMNS = f.SERVING_FEATURES
 COLUMNS = EXTRA_COLUMNS + FEATURE_COLUMNS
 _LIST_SEPARATOR = '|'
 
@@ -48,8 +47,8 @@ def _raw_row(inputs: Dict[str, np.ndarray], i: int) -> Dict[str, str]:
     if name not in inputs:
       continue
     value = inputs[name][i]
-    if name == f.RELEASE_YEAR:
-      row[name] = str(int(value)) if value > 0 else ''  # 0 is the signature's "unknown"
+    if f.BY_NAME[name].shape == f.OPTIONAL:
+      row[name] = '' if value == f.BY_NAME[name].unknown else _text(value)  # the signature's "unknown": absent
     elif np.ndim(value) == 0:
       row[name] = _text(value)
     elif name in f.ALIGNED_WITH and f.ALIGNED_WITH[name] in inputs:

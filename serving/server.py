@@ -11,6 +11,10 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
   field optional;
+* ``POST /v1/users/{id}/ratings`` (with ``--feature-store``): one rating event
+  or ``{"events": [...]}``; then ``:recommend`` and ``:predict`` take
+  ``{"user_id": "196"}`` and the store fills what the caller leaves out
+  (serving/feature_store/);
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (a version is
   loaded), ``GET /metrics`` (Prometheus).
 
@@ -43,7 +47,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from serving import codec, model_store  # noqa: E402
+from serving import codec, feature_store, model_store  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from serving.request_log import RequestLog  # noqa: E402
 from contract import names  # noqa: E402
@@ -72,13 +76,14 @@ class Config:
       503 instead of waiting on (the model call itself is not interrupted).
     features: the feature table whose ranges every request is checked
       against (``transforms.features.FEATURES``).
+    feature_store: a SQLite file or redis:// URL (None: no by-id requests).
   """
 
   def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = '127.0.0.1',
                port: int = 8501, poll_s: float = 1.0, max_body_bytes: int = 1 << 20,
                limits: Optional[codec.Limits] = None, options: Optional[model_store.Options] = None,
                request_log: Optional[str] = None, request_log_sample: float = 1.0, request_timeout_s: float = 30.0,
-               features: Sequence[f.Feature] = f.FEATURES):
+               features: Sequence[f.Feature] = f.FEATURES, feature_store: Optional[str] = None):
     self.model_base_path, self.model_name, self.host, self.port = model_base_path, model_name, host, port
     self.poll_s, self.max_body_bytes = poll_s, max_body_bytes
     self.limits = limits or codec.Limits()
@@ -86,6 +91,7 @@ class Config:
     self.request_log, self.request_log_sample = request_log, request_log_sample
     self.request_timeout_s = request_timeout_s
     self.features = tuple(features)
+    self.feature_store = feature_store
 
 
 class Response(NamedTuple):
@@ -162,6 +168,7 @@ class App:
     if config.request_log:
       self.request_log = RequestLog(config.request_log, config.request_log_sample,
                                     on_drop=self.metrics.request_log_dropped.inc)
+    self.feature_store = feature_store.open_store(config.feature_store) if config.feature_store else None
     # To add a route, add a line here (first match wins).
     self.routes: List[Route] = [
         self.route('POST', _MODEL + r':predict', self.predict, 'predict'),
@@ -169,6 +176,7 @@ class App:
         self.route('POST', _MODEL + r':(?P<verb>[^/]*)', self.unknown_verb, 'other'),
         self.route('GET', _MODEL + r'/metadata', self.metadata, 'metadata'),
         self.route('GET', _MODEL, self.status, 'status'),
+        self.route('POST', r'/v1/users/(?P<user_id>[^/]+)/ratings', self.ratings, 'ratings'),
         self.route('GET', r'/healthz', self.healthz, 'healthz'),
         self.route('GET', r'/readyz', self.readyz, 'readyz'),
         self.route('GET', r'/metrics', self.prometheus, 'metrics'),
@@ -263,6 +271,8 @@ class App:
     servable = self._acquire(name, version)
     try:
       signature = _signature(servable, request.pop('signature_name', names.SERVING_DEFAULT))
+      if self.feature_store and signature.name == names.SERVING_DEFAULT:
+        request = feature_store.resolve_predict(self.feature_store, request, signature.inputs)
       arrays, row_format = codec.parse_predict(request, signature.inputs, self.config.limits)
       outputs = await self._run(signature, arrays)
     finally:
@@ -277,6 +287,8 @@ class App:
     servable = self._acquire(name, version)
     try:
       signature = _signature(servable, names.RECOMMEND)
+      if self.feature_store:
+        request = feature_store.resolve_recommend(self.feature_store, request, signature.inputs)
       arrays, _ = codec.parse_predict({'instances': [_recommend_instance(request, signature.inputs)]},
                                       signature.inputs, self.config.limits)
       outputs = await self._run(signature, arrays)
@@ -287,6 +299,11 @@ class App:
                        for m, t, s in zip(ids, titles, scores.tolist()) if m]
     payload = {'model_version': str(servable.version), 'recommendations': recommendations}
     return Response(200, _dumps(payload) if _finite([scores]) else json.dumps(payload).encode())
+
+  async def ratings(self, body: bytes, user_id: str) -> Response:
+    if self.feature_store is None:
+      raise codec.BadRequest('This server has no feature store; start it with --feature-store.', status=404)
+    return Response(200, _dumps(feature_store.apply_events(self.feature_store, user_id, _json_body(body))))
 
   async def healthz(self, body: bytes) -> Response:
     return Response(200, b'{"status":"ok"}')
@@ -336,6 +353,8 @@ class App:
     self.store.stop()
     if self.request_log:
       self.request_log.close()
+    if self.feature_store:
+      self.feature_store.close()
 
 
 def _ranged_inputs(inputs: Sequence[str], table: Sequence[f.Feature]) -> Tuple[str, ...]:
@@ -468,11 +487,14 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--request-log-sample', type=float, default=1.0, help='fraction of requests logged')
   parser.add_argument('--request-timeout-s', type=float, default=30.0,
                       help='answer 503 when the model has not answered by then')
+  parser.add_argument('--feature-store', default=None,
+                      help='SQLite file or redis://host:port/db for by-id requests (make feature-store seeds it)')
   args = parser.parse_args(argv)
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
                 model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
-                args.request_log, args.request_log_sample, args.request_timeout_s)
+                args.request_log, args.request_log_sample, args.request_timeout_s,
+                feature_store=args.feature_store)
 
 
 async def _serve(config: Config):

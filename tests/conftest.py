@@ -9,14 +9,46 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-ML100K_DIR = pathlib.Path(os.environ.get('MOVIELENS_DATA_DIR', REPO_ROOT.parent / 'shared' / 'data' / 'ml-100k'))
+DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
+SHARED_ML100K_DIR = REPO_ROOT.parent / 'shared' / 'data' / 'ml-100k'
+# Where a download or the recbole wheel's converted copy is kept between
+# sessions: under make run's default output folder, which make clean removes.
+DATA_CACHE_DIR = REPO_ROOT / 'outputs' / 'cache'
+# (path, how it was found) once a test asked for the data; shown at the end.
+_RESOLVED = {}
+
+
+def resolve_ml100k(environ=os.environ, shared_dir=SHARED_ML100K_DIR, cache_dir=DATA_CACHE_DIR,
+                   resolve_source=None):
+  """MovieLens 100K as make run finds it: $MOVIELENS_DATA_DIR, ../shared, the download, the recbole wheel.
+
+  Returns:
+    (directory, where it came from in words).
+  """
+  given = environ.get(DATA_DIR_ENV, '')
+  if given:
+    if not (pathlib.Path(given) / 'u.data').exists():
+      pytest.fail(f'${DATA_DIR_ENV}={given} has no u.data: point it at a GroupLens ml-100k folder, '
+                  'or unset it to use ../shared, the download or the recbole wheel.')
+    return pathlib.Path(given), f'${DATA_DIR_ENV}'
+  if (shared_dir / 'u.data').exists():
+    return shared_dir, '../shared/data/ml-100k beside the clone'
+  if resolve_source is None:
+    from components.movielens_example_gen.sources import resolve_source
+  source = resolve_source('', str(cache_dir))  # the download, else the recbole wheel; raises saying what to do
+  return pathlib.Path(source.path), f'{source.kind}: {source.detail}'
 
 
 @pytest.fixture(scope='session')
 def ml100k_dir() -> pathlib.Path:
-  if not (ML100K_DIR / 'u.data').exists():
-    pytest.fail(f'MovieLens 100K not found at {ML100K_DIR}; set MOVIELENS_DATA_DIR to a GroupLens ml-100k directory.')
-  return ML100K_DIR
+  if 'dir' not in _RESOLVED:
+    _RESOLVED['dir'], _RESOLVED['how'] = resolve_ml100k()
+  return _RESOLVED['dir']
+
+
+def pytest_terminal_summary(terminalreporter):
+  if _RESOLVED:
+    terminalreporter.write_line(f'MovieLens 100K for these tests: {_RESOLVED["dir"]} ({_RESOLVED["how"]})')
 
 
 def raw_feature_spec():
@@ -95,9 +127,17 @@ def tiny_transform(tmp_path_factory):
   rows = make_raw_rows()
   metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
   with tft_beam.Context(temp_dir=str(tmp_path_factory.mktemp('tft_tmp')), force_tf_compat_v1=False):
-    (transformed, _), transform_fn = ((rows, metadata)
-                                      | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=False))
+    analyze = tft_beam.AnalyzeAndTransformDataset(preprocessing_fn, output_record_batches=False)
+    (transformed, _), transform_fn = (rows, metadata) | analyze
     _ = transform_fn | tft_beam.WriteTransformFn(str(out_dir))
   # TFTransformOutput.raw_feature_spec() reads the raw schema from here, as in TFX.
   metadata_io.write_metadata(metadata, str(out_dir / tft.TFTransformOutput.RAW_METADATA_DIR))
   return str(out_dir), rows, transformed
+
+
+@pytest.fixture(scope='session')
+def redis_url(tmp_path_factory):
+  """A real redis-server of its own, on a free port, without persistence; stopped at the end."""
+  from serving.feature_store.redis_store import local_server
+  with local_server(str(tmp_path_factory.mktemp('redis'))) as url:
+    yield url

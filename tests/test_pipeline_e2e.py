@@ -3,7 +3,9 @@
 One module-scoped scenario, so the slow work happens once:
 1. a run is SIGKILLed while Transform executes;
 2. the same command completes it, re-using what finished before the kill;
-3. a third run with unchanged inputs is served from the cache.
+3. a third run with unchanged inputs, the first after a blessing, is served
+   from the cache, the Evaluator included (its baseline is never the
+   candidate itself).
 """
 import json
 import os
@@ -33,10 +35,12 @@ ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Ex
 SLICE_VALUES = {'genres': 18, 'user_gender': 2, 'age_bucket_xf': 7, 'user_occupation': 21, 'new_user_xf': 2,
                 'movie_popularity_xf': 3, 'weekday_xf': 7}
 GLOBAL_MEAN_RMSE = 1.117
+ROOT_MSE = 'root_mean_squared_error'
 
 
 def _runner_args(data_dir, root):
-  return ['--data-dir', str(data_dir), '--output-root', str(root), '--epochs', str(EPOCHS)]
+  # The Tuner has its own scenario (``tuned``) below.
+  return ['--data-dir', str(data_dir), '--output-root', str(root), '--epochs', str(EPOCHS), '--tune-trials', '0']
 
 
 def _kill_during_transform(args, root, timeout_s=300):
@@ -104,9 +108,10 @@ def test_model_beats_the_global_mean_and_is_blessed_and_pushed(runs):
 
 
 def test_rerun_with_unchanged_inputs_is_served_from_cache(runs):
+  # The first rerun after the blessing: nothing runs but the Resolver.
+  assert runs['resumed']['blessed']
   states = {k: v['state'] for k, v in runs['cached']['components'].items()}
-  for component in ('MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Transform', 'Trainer'):
-    assert states[component] == 'CACHED', states
+  assert {k for k, v in states.items() if v != 'CACHED'} == {'LatestBlessedModelResolver'}, states
 
 
 def test_rerun_does_not_push_the_same_model_twice(runs):
@@ -135,9 +140,9 @@ def test_evaluation_report_numbers_are_tfmas(runs):
   for name in ('resumed', 'cached'):
     summary = runs[name]
     report = _report(summary)
-    # The first complete run has nothing blessed before it; the rerun compares
-    # with the model that run blessed, if it blessed one.
-    has_baseline = name == 'cached' and runs['resumed']['blessed']
+    # Neither run has a baseline: nothing was blessed before the first, and
+    # the rerun's only blessed model is its own candidate.
+    has_baseline = False
     assert report['decision']['has_baseline'] is has_baseline
     assert report['decision']['blessed'] is summary['blessed']
     evaluation = run_summary.output_uri(store, summary['run_id'], 'Evaluator', 'evaluation')
@@ -157,6 +162,39 @@ def test_evaluation_report_numbers_are_tfmas(runs):
     retrieval = run_summary.output_uri(store, summary['run_id'], 'RetrievalEvaluator', 'evaluation')
     with open(os.path.join(retrieval, 'metrics.json')) as fh:
       assert report['retrieval'] == json.load(fh)
+    _check_intervals(report, has_baseline)
+
+
+def _check_intervals(report, has_baseline):
+  """The new sections on the real run: intervals, small slices, the paired test, and what they cost."""
+  method = report['method']
+  assert method['mismatches'] == [] and method['users'] > 100
+  # The intervals' cost stays within the pipeline-speed budget.
+  assert method['bootstrap_seconds'] < 10, method
+  for row in [r for g in report['slices'] for r in g['rows']] + [{'candidate': report['overall']['candidate'],
+                                                                    'intervals': report['overall']['intervals'],
+                                                                    'small': False}]:
+    found = row['intervals'][ROOT_MSE]
+    assert found['low'] <= found['high']
+    if not row['small']:
+      assert found['low'] <= row['candidate'][ROOT_MSE] <= found['high']
+  small = [r for g in report['slices'] for r in g['rows'] if r['small']]
+  assert small and all(r['candidate']['example_count'] < method['min_slice_count'] for r in small)
+  for item in report['fairness']:
+    spread = item['candidate']
+    assert spread['interval']['low'] <= spread['spread'] <= spread['interval']['high']
+  comparison = report['decision']['comparison']
+  if has_baseline:
+    # The rerun's candidate is the blessed model itself: exactly no difference, and blessed.
+    assert comparison['difference'] == 0.0 and comparison['interval'] == {'low': 0.0, 'high': 0.0}
+    assert report['decision']['blessed'] is True
+  else:
+    assert comparison is None
+  retrieval = report['retrieval_intervals']
+  recall = {m['name']: m for m in retrieval['overall']}['recall_at_100']
+  assert recall['model_interval']['low'] <= report['retrieval']['model']['recall_at_100'] <= \
+      recall['model_interval']['high']
+  assert {g['feature'] for g in retrieval['groups']} == {'user_gender', 'age_bucket_xf'}
 
 
 def test_evaluation_report_opens_in_chromium_and_shows_the_decision(runs, tmp_path):
@@ -173,6 +211,13 @@ def test_evaluation_report_opens_in_chromium_and_shows_the_decision(runs, tmp_pa
             e['attrs']['data-metric']) == ('candidate', 'Overall', 'root_mean_squared_error')
             and 'gate-value' not in e['attrs']['class']]
   assert cell['text'] == f'{rmse:.4f}'
+  [interval] = [e for e in dom.having('data-ci-metric', 'td')
+                if (e['attrs']['data-ci-model'], e['attrs']['data-ci-slice'], e['attrs']['data-ci-metric'])
+                == ('candidate', 'Overall', ROOT_MSE)]
+  assert float(interval['attrs']['data-low']) <= rmse <= float(interval['attrs']['data-high'])
+  [paired] = dom.having('data-verdict', 'p')
+  assert paired['attrs']['data-verdict'] == 'not distinguishable from zero'
+  assert dom.having('data-small', 'tr') and dom.having('data-min-slice-count', 'p')
 
 
 def test_report_of_a_past_run_is_regenerated_from_mlmd(runs, tmp_path):
@@ -206,15 +251,29 @@ def test_injected_drift_halts_the_pipeline_before_training(ml100k_dir, tmp_path)
 
 @pytest.fixture(scope='module')
 def tuned(ml100k_dir, tmp_path_factory):
-  """The history model with a tiny Tuner budget, in a fresh output root."""
+  """The history model with a tiny Tuner budget in a fresh output root, then an edited Trainer module."""
   root = tmp_path_factory.mktemp('tuned')
   args = ['--data-dir', str(ml100k_dir), '--output-root', str(root), '--model', 'history_ranking',
           '--epochs', '5', '--tune-trials', '2', '--tune-epochs', '2']
-  return root, _run(args, root, 'tuned.json')
+  summary = _run(args, root, 'tuned.json')
+  edited = root / 'edited' / 'trainer'
+  shutil.copytree(os.path.dirname(configs.TRAINER_MODULE_FILE), edited, ignore=shutil.ignore_patterns('__pycache__'))
+  with open(edited / 'task.py', 'a') as fh:
+    fh.write('# an edit that changes only the code\n')
+  changed = _run(args + ['--trainer-module-file', str(edited / 'task.py')], root, 'changed.json')
+  return root, summary, changed
+
+
+def test_a_trainer_change_reruns_the_trainer_and_what_follows_only(tuned):
+  _, _, changed = tuned
+  states = {k: v['state'] for k, v in changed['components'].items()}
+  ran = {k for k, v in states.items() if v == 'COMPLETE'}
+  assert {'Trainer', 'Evaluator', 'RetrievalEvaluator', 'EvalReport'} <= ran
+  assert not ran & {'MovieLensExampleGen', 'StatisticsGen', 'ExampleValidator', 'Transform', 'Tuner'}, states
 
 
 def test_tuner_best_hyperparameters_reach_the_trainer(tuned):
-  root, summary = tuned
+  root, summary, _ = tuned
   assert summary['components']['Tuner']['state'] == 'COMPLETE'
   store = run_summary.open_store(names.metadata_path(str(root)))
   best_uri = run_summary.output_uri(store, summary['run_id'], 'Tuner', 'best_hyperparameters')
@@ -232,7 +291,7 @@ def test_tuner_best_hyperparameters_reach_the_trainer(tuned):
 
 
 def test_tuned_history_model_beats_the_seed_after_five_epochs(tuned):
-  _, summary = tuned
+  _, summary, _ = tuned
   assert summary['test_metrics']['root_mean_squared_error'] < 1.0
 
 

@@ -10,7 +10,7 @@ from benchmarks import bench_quality
 from components.retrieval_evaluator import executor, protocol
 from contract import names
 from trainer import hparams as hp
-from trainer import retrieval
+from trainer import signatures
 from trainer.signatures import raw_spec_without_label
 from trainer.task import build_model
 from transforms import features as f
@@ -77,7 +77,7 @@ def test_saved_model_is_scored_through_retrieve_as_in_process(tiny_transform, tm
   model = build_model(hp.resolve({'hparams': {'model': 'retrieval', 'embedding_dim': 8, 'layer_sizes': '8'}}),
                       output)
   model.tft_layer = output.transform_features_layer()  # tracked, so saved with the model
-  retrieve = retrieval.make_retrieve_signature(
+  retrieve = signatures.make_retrieve_signature(
       model, model.tft_layer, raw_spec_without_label(output), output.vocabulary_by_name(f.MOVIE_VOCAB))
   model_dir = str(tmp_path / 'model')
   tf.saved_model.save(model, model_dir, signatures={names.RETRIEVE: retrieve})

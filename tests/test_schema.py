@@ -19,7 +19,12 @@ def test_ranges_match_the_ones_examplegen_quarantines_by(schema):
   for name, bounds in ((f.USER_AGE, f.AGE_RANGE), (f.RELEASE_YEAR, f.RELEASE_YEAR_RANGE),
                        (f.TIMESTAMP, f.TIMESTAMP_RANGE)):
     domain = tfdv.get_feature(schema, name).int_domain
-    assert (domain.min, domain.max) == bounds, name
+    assert (domain.min, domain.max) == bounds == f.BY_NAME[name].valid_range, name
+
+
+def test_closed_domains_match_the_feature_table(schema):
+  assert tuple(tfdv.get_domain(schema, f.USER_GENDER).value) == tuple(sorted(f.BY_NAME[f.USER_GENDER].domain))
+  assert tuple(tfdv.get_domain(schema, f.GENRES).value) == f.BY_NAME[f.GENRES].domain
 
 
 def test_history_lists_are_bounded_by_the_history_length(schema):
@@ -37,9 +42,7 @@ def test_label_is_not_required_when_serving(schema):
 
 
 def test_every_raw_feature_is_in_the_schema(schema):
-  raw = set(f.STRING_FEATURES + f.INT_FEATURES + f.OPTIONAL_INT_FEATURES + f.FLOAT_FEATURES
-             + f.MULTI_STRING_FEATURES + f.MULTI_FLOAT_FEATURES)
-  assert {feature.name for feature in schema.feature} == raw | {f.RATING}
+  assert {feature.name for feature in schema.feature} == {x.name for x in f.FEATURES}
 
 
 def test_drift_is_watched_on_categorical_and_numeric_features(schema):

@@ -16,7 +16,7 @@ from contract import names
 from serving import codec, server as server_lib
 from trainer import hparams as hp
 from trainer import signatures as sig
-from trainer.task import build_model
+from trainer.task import build_model, serving_signatures
 from transforms import features as f
 
 from conftest import serialize_row
@@ -30,11 +30,12 @@ def export_tiny_model(tiny_transform, export_dir, model_name, seed=0):
   out_dir, _, transformed = tiny_transform
   output = tft.TFTransformOutput(out_dir)
   tf.keras.utils.set_random_seed(seed)
-  model = build_model(hp.resolve({'hparams': {'model': model_name, 'embedding_dim': 4, 'layer_sizes': '8'}}), output)
+  params = hp.resolve({'hparams': {'model': model_name, 'embedding_dim': 4, 'layer_sizes': '8'}})
+  model = build_model(params, output)
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
   tf.saved_model.save(model, str(export_dir),
-                      signatures=sig.make_serving_signatures(model, output, model.RAW_FEATURES))
+                      signatures=serving_signatures(params, model, output))
   return str(export_dir)
 
 

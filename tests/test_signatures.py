@@ -6,8 +6,8 @@ import tensorflow_transform as tft
 
 from contract import names
 from trainer import hparams as hp
-from trainer import signatures
-from trainer.task import build_model
+from trainer import registry, signatures
+from trainer.task import build_model, serving_signatures
 from transforms import features as f
 
 pytestmark = pytest.mark.unit
@@ -18,13 +18,17 @@ def _export(tiny_transform, tmp_path, model_name):
   output = tft.TFTransformOutput(out_dir)
   tf.keras.utils.set_random_seed(0)
   overrides = {'model': model_name, 'embedding_dim': 4, 'layer_sizes': '8'}
-  model = build_model(hp.resolve({'hparams': overrides}), output)
+  params = hp.resolve({'hparams': overrides})
+  model = build_model(params, output)
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
   export_dir = str(tmp_path / model_name)
   tf.saved_model.save(model, export_dir,
-                      signatures=signatures.make_serving_signatures(model, output, model.RAW_FEATURES))
-  return tf.saved_model.load(export_dir), output, model
+                      signatures=serving_signatures(params, model, output))
+  return tf.saved_model.load(export_dir), output, model, registry.get(model_name)
+
+
+_REQUEST = set(f.names(f.USER) + f.names(f.CONTEXT))
 
 
 def _user(loaded, history=(), k=3, **values):
@@ -50,16 +54,17 @@ def exported(request, tiny_transform, tmp_path_factory):
 
 
 def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
-  loaded, _, _ = exported
+  loaded, _, _, entry = exported
   inputs = set(loaded.signatures[names.RECOMMEND].structured_input_signature[1])
   assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K} <= inputs
-  assert inputs - {names.K} <= set(signatures.REQUEST_FEATURES)
-  assert set(loaded.signatures) == {'serving_default', 'serving_tf_example', 'transform_features',
-                                    names.RECOMMEND}
+  assert inputs - {names.K} <= _REQUEST
+  retrieves = {names.RETRIEVE} if entry.retrieves else set()
+  assert set(loaded.signatures) == {names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.TRANSFORM_FEATURES,
+                                    names.RECOMMEND} | retrieves
 
 
 def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs(exported, tiny_transform):
-  loaded, output, model = exported
+  loaded, output, model, entry = exported
   catalog = signatures.read_catalog(output)
   history = [('1', 4), ('2', 2)]
   user = dict(user_id='3', user_age=27, user_gender='F', user_occupation='writer', timestamp=880000000)
@@ -79,19 +84,18 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
       request[name] = tf.constant([[b'1', b'2']] * len(rows))
     elif name == f.HISTORY_RATINGS:
       request[name] = tf.constant([[4.0, 2.0]] * len(rows))
-    elif name not in signatures.REQUEST_FEATURES:
+    elif name not in _REQUEST:
       # A movie feature the catalog lacks: recommend sends what a client that does not know it sends.
       request[name] = tf.zeros([len(rows)], spec.dtype)
     else:
       request[name] = tf.constant([user[name]] * len(rows), spec.dtype)
-  if hasattr(model, 'query_embeddings'):
+  if entry.retrieves:
     # A model with retrieval towers scores by them: query . candidate.
     raw = {name: tf.constant([user[name]]) for name in (f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION)}
     raw[f.USER_AGE] = tf.cast(raw[f.USER_AGE], tf.int64)
     raw[f.HISTORY_MOVIE_IDS] = tf.constant([[b'1', b'2']])
     raw[f.HISTORY_RATINGS] = tf.constant([[4.0, 2.0]])
-    query = model.query_embeddings(model.tft_layer(
-        signatures._to_parsed(raw, signatures.raw_spec_without_label(output))))
+    query = model.query_embeddings(model.tft_layer(signatures.to_parsed(raw)))
     vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
     candidates = model.candidate_embeddings(
         {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m.encode()) for m in ids], tf.int64)})
@@ -104,7 +108,7 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
 
 
 def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):
-  loaded, output, _ = exported
+  loaded, output, _, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
   unknown = loaded.signatures[names.RECOMMEND](
       **_user(loaded, [('no-such-movie', 5)], k=5, user_id='no-such-user', user_gender='X', user_occupation='?'))
@@ -120,7 +124,7 @@ def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exporte
 
 
 def test_recommend_batches_users_with_their_own_k(exported):
-  loaded, _, _ = exported
+  loaded, _, _, _ = exported
   one = _user(loaded, k=2, user_id='1')
   two = _user(loaded, k=4, user_id='5', user_age=60)
   batch = {n: tf.concat([one[n], two[n]], 0) for n in one}
@@ -133,8 +137,100 @@ def test_recommend_batches_users_with_their_own_k(exported):
 
 
 def test_recommend_clips_k(exported, tiny_transform):
-  loaded, output, _ = exported
+  loaded, output, _, _ = exported
   n_movies = len(signatures.read_catalog(output)[f.MOVIE_ID])
   top = loaded.signatures[names.RECOMMEND](**_user(loaded, k=10_000))
   assert top[names.MOVIE_IDS].shape[1] == min(n_movies, names.MAX_K)
   assert loaded.signatures[names.RECOMMEND](**_user(loaded, k=-3))[names.MOVIE_IDS].shape == (1, 0)
+
+
+# One known user and movie; each case replaces one feature by its unknown value.
+_KNOWN = {f.USER_ID: '3', f.USER_AGE: 27, f.USER_GENDER: 'F', f.USER_OCCUPATION: 'writer', f.USER_ZIP: '85711',
+          f.TIMESTAMP: 880000000, f.MOVIE_RATING_COUNT: 12, f.MOVIE_RATING_MEAN: 3.5}
+_HISTORY = [('1', 4.0), ('2', 2.0)]
+_UNKNOWN_CASES = [None] + [x.name for x in f.FEATURES if x.role != f.LABEL]
+
+
+def _example(values, history) -> bytes:
+  """A serialized tf.Example of ``values``, unknowns written as a client writes them."""
+  feature = {}
+  for name, value in values.items():
+    spec = f.BY_NAME[name]
+    items = value if spec.shape == f.MULTI else ([] if spec.shape == f.OPTIONAL and value == spec.unknown
+                                                 else [value])
+    if spec.dtype == 'string':
+      feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(v).encode() for v in items]))
+    elif spec.dtype == 'float32':
+      feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=items))
+    else:
+      feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=items))
+  feature[f.HISTORY_MOVIE_IDS] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[m.encode() for m, _ in history]))
+  feature[f.HISTORY_RATINGS] = tf.train.Feature(float_list=tf.train.FloatList(value=[r for _, r in history]))
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+@pytest.mark.parametrize('unknown', _UNKNOWN_CASES, ids=lambda n: f'unknown_{n}' if n else 'all_known')
+def test_the_signatures_agree_with_every_feature_known_and_with_each_unknown(exported, unknown):
+  """serving_default, serving_tf_example and recommend score the same user and movies alike."""
+  loaded, output, model, entry = exported
+  catalog = signatures.read_catalog(output)
+  # Movies outside the history (recommend leaves those out), one without a release year among them.
+  unseen = [i for i, m in enumerate(catalog[f.MOVIE_ID]) if m.decode() not in dict(_HISTORY)]
+  rows = unseen[:2] + [unseen[-1]]
+  values = {**_KNOWN}
+  history = [] if unknown in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS) else _HISTORY
+  serve = loaded.signatures[names.SERVING_DEFAULT]
+  inputs = serve.structured_input_signature[1]
+  per_movie = []
+  for row in rows:
+    movie = {name: catalog[name][row] for name in catalog}
+    movie = {k: (v.decode() if isinstance(v, bytes) else [g.decode() for g in v if g] if k == f.GENRES else int(v))
+             for k, v in movie.items()}
+    per_movie.append({**values, **movie})
+  if unknown and unknown not in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS):
+    for movie in per_movie:
+      movie[unknown] = f.BY_NAME[unknown].unknown
+  # serving_default: the JSON layout, lists padded at the end.
+  raw = {}
+  for name, spec in inputs.items():
+    if name == f.HISTORY_MOVIE_IDS:
+      raw[name] = tf.constant([[m for m, _ in history] + ['']] * len(rows))
+    elif name == f.HISTORY_RATINGS:
+      raw[name] = tf.constant([[r for _, r in history] + [0.0]] * len(rows))
+    elif f.BY_NAME[name].shape == f.MULTI:
+      width = max(len(m[name]) for m in per_movie) + 1
+      raw[name] = tf.constant([m[name] + [''] * (width - len(m[name])) for m in per_movie])
+    else:
+      raw[name] = tf.constant([m[name] for m in per_movie], spec.dtype)
+  by_default = serve(**raw)[names.PREDICTION_KEY].numpy()[:, 0]
+  examples = [_example(m, history) for m in per_movie]
+  by_example = loaded.signatures[names.SERVING_TF_EXAMPLE](
+      examples=tf.constant(examples))[names.PREDICTION_KEY].numpy()[:, 0]
+  np.testing.assert_allclose(by_example, by_default, rtol=1e-5, atol=1e-5)
+  if entry.retrieves or (unknown and f.BY_NAME[unknown].role == f.MOVIE):
+    return  # towers score by query . candidate, not by rating; recommend takes movie features from its catalog
+  user = {n: per_movie[0][n] for n in (x.name for x in f.FEATURES) if n in per_movie[0]
+          and f.BY_NAME[n].role in f.REQUEST_ROLES}
+  top = loaded.signatures[names.RECOMMEND](**_user(loaded, history, k=names.MAX_K, **user))
+  scores = dict(zip(top[names.MOVIE_IDS].numpy()[0], top[names.SCORES].numpy()[0]))
+  # recommend has no live statistics: compare with serving_default given none.
+  for name in (f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN):
+    if name in raw:
+      raw[name] = tf.zeros_like(raw[name])
+  without_stats = serve(**raw)[names.PREDICTION_KEY].numpy()[:, 0]
+  np.testing.assert_allclose([scores[catalog[f.MOVIE_ID][r]] for r in rows], without_stats, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name, value', [(f.USER_AGE, -5), (f.USER_AGE, 10**12), (f.TIMESTAMP, -1)])
+def test_every_signature_refuses_out_of_range_values_and_states_the_range(exported, name, value):
+  loaded, _, _, _ = exported
+  request = _user(loaded, [('1', 4.0)], k=3)
+  if name not in request:
+    pytest.skip(f'this model does not read {name}')
+  request[name] = tf.constant([value], request[name].dtype)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f'{name} must be in'):
+    loaded.signatures[names.RECOMMEND](**request)
+  example = _example({**_KNOWN, f.MOVIE_ID: '1', f.MOVIE_TITLE: 'Movie 1 (1991)', f.GENRES: ['Drama'],
+                      f.RELEASE_YEAR: 1991, name: value}, [])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f'{name} must be in'):
+    loaded.signatures[names.SERVING_TF_EXAMPLE](examples=tf.constant([example]))

@@ -1,12 +1,14 @@
 """Hyperparameter defaults: the one place both tuner_fn and run_fn read.
 
-Each model has its defaults (MODEL_DEFAULTS); custom_config['hparams']
+Each model has its defaults (its ``trainer.registry`` entry); custom_config['hparams']
 overrides them, and a Tuner's best values override both, so Trainer works the
 same with or without the Tuner.
 """
 import dataclasses
 import json
 from typing import Any, Dict, Mapping, Optional, Tuple
+
+from trainer import registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,31 +66,10 @@ class HParams:
 
 
 DEFAULTS = HParams()
-# What the pipeline trains when nothing says otherwise: the best rating model
-# of make bench-quality (docs/models.md), which also has retrieval towers.
-DEFAULT_MODEL = 'multitask'
-
-# Per-model defaults on top of DEFAULTS.
-MODEL_DEFAULTS: Dict[str, Dict[str, Any]] = {
-    'ranking': {},
-    'history_ranking': {
-        'embedding_dim': 32, 'layer_sizes': (128, 64), 'cross_layers': 1, 'dropout': 0.2,
-        'optimizer': 'adam', 'learning_rate': 1e-3, 'l2': 1e-5, 'epochs': 30, 'batch_size': 1024,
-        'early_stopping_patience': 3, 'neighbour_shrinkage': 25.0,
-    },
-    # Two towers, full catalogue softmax; stops on the eval softmax loss.
-    'retrieval': {
-        'embedding_dim': 64, 'layer_sizes': (128,), 'dropout': 0.2, 'optimizer': 'adam', 'learning_rate': 2e-3,
-        'l2': 0.0, 'epochs': 15, 'batch_size': 512, 'early_stopping_patience': 2,
-    },
-}
-# Retrieval weight 3 (single seed, make bench-quality's split): RMSE 0.9538
-# and Recall@100 0.356; weight 1: 0.9530 and 0.333; 0.1: 0.9542 and 0.304.
-MODEL_DEFAULTS['multitask'] = {**MODEL_DEFAULTS['history_ranking'], 'retrieval_weight': 3.0}
+DEFAULT_MODEL = registry.DEFAULT_MODEL
 # Models whose output is a rating: the pipeline's Evaluator and serving
-# signatures need one. The multitask model is one, and carries a retrieval
-# tower too; the retrieval-only model is scored by make bench-quality.
-RATING_MODELS = ('ranking', 'history_ranking', 'multitask')
+# signatures need one (the retrieval-only model is scored by make bench-quality).
+RATING_MODELS = tuple(name for name, entry in registry.MODELS.items() if entry.rates)
 
 
 def resolve(custom_config: Optional[Mapping[str, Any]],
@@ -100,6 +81,4 @@ def resolve(custom_config: Optional[Mapping[str, Any]],
   overrides: Dict[str, Any] = dict((custom_config or {}).get('hparams', {}))
   overrides.update(tuned or {})
   model = overrides.get('model', DEFAULT_MODEL)
-  if model not in MODEL_DEFAULTS:
-    raise ValueError(f'Unknown model {model!r}; available: {sorted(MODEL_DEFAULTS)}.')
-  return DEFAULTS.replace(**{**MODEL_DEFAULTS[model], **overrides, 'model': model})
+  return DEFAULTS.replace(**{**registry.get(model).defaults, **overrides, 'model': model})

@@ -5,12 +5,18 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from trainer import distribution
+from trainer.retrieval import HistoryEncoder
 from transforms import features as f
 
-# How many of the latest history ratings make the recent bias.
+# How many of the latest history ratings make the recent bias, and its
+# pseudo-count towards 0.
 RECENT = 5
+RECENT_SHRINKAGE = 2.0
 # Pseudo-mass of similarity in the kNN term's denominator.
 NEIGHBOUR_DAMPING = 0.5
+# log1p of a count (history length, movie ratings, similarity mass) over this
+# is about 1 for the counts ML-100K has.
+LOG_COUNT_SCALE = 4.0
 
 
 class RankingModel(tfrs.Model):
@@ -27,8 +33,9 @@ class RankingModel(tfrs.Model):
     l2: L2 penalty on the embeddings and Dense kernels.
   """
 
-  # Raw features the serving signature needs from a request.
-  RAW_FEATURES: Tuple[str, ...] = (f.USER_ID, f.MOVIE_ID)
+  # Transform outputs it reads; the raw features a request carries follow
+  # from them (features.raw_inputs).
+  TRANSFORM_OUTPUTS: Tuple[str, ...] = (f.transformed_name(f.USER_ID), f.transformed_name(f.MOVIE_ID))
 
   def __init__(self, user_vocab_size: int, movie_vocab_size: int, embedding_dim: int = 32,
                layer_sizes: Sequence[int] = (256, 64), l2: float = 0.0):
@@ -115,9 +122,12 @@ class HistoryRankingModel(tfrs.Model):
       None leaves the term out.
   """
 
-  RAW_FEATURES: Tuple[str, ...] = (
-      f.MOVIE_ID, f.MOVIE_TITLE, f.GENRES, f.RELEASE_YEAR, f.USER_AGE, f.USER_GENDER, f.USER_OCCUPATION,
-      f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN)
+  # Transform outputs it reads at serving time. Training also passes the
+  # row's user and label to the kNN term, to leave that user out.
+  TRANSFORM_OUTPUTS: Tuple[str, ...] = tuple(f.transformed_name(name) for name in (
+      f.MOVIE_ID, f.TITLE_TOKENS, f.GENRES, f.RELEASE_YEAR, f.RELEASE_YEAR_KNOWN, f.MOVIE_AGE, f.USER_AGE,
+      f.AGE_BUCKET, f.USER_GENDER, f.USER_OCCUPATION, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS,
+      f.MOVIE_RATING_COUNT, f.MOVIE_RATING_MEAN))
 
   def __init__(self, movie_vocab_size: int, title_vocab_size: int, gender_vocab_size: int,
                occupation_vocab_size: int, embedding_dim: int = 32,
@@ -142,6 +152,8 @@ class HistoryRankingModel(tfrs.Model):
     self.gender_embedding = embedding(gender_vocab_size, 2, 'gender_embedding')
     self.occupation_embedding = embedding(occupation_vocab_size, 8, 'occupation_embedding')
     self.age_embedding = embedding(len(f.AGE_BOUNDARIES) + 1, 4, 'age_embedding')
+    # Stateless; MultitaskModel hands it to the retrieval tower too.
+    self.history_encoder = HistoryEncoder(recent=RECENT, name='history_encoder')
     self.similarity = similarity
     if similarity is not None:
       self.neighbour_weight = tf.Variable(1.0, dtype=tf.float32, name='neighbour_weight')
@@ -178,54 +190,87 @@ class HistoryRankingModel(tfrs.Model):
     mass = tf.reduce_sum(tf.abs(weights), 1)
     return tf.reduce_sum(weights * centred, 1) / (mass + NEIGHBOUR_DAMPING), mass
 
+  def _item_bias(self, features: Dict[str, tf.Tensor], movie_bias: tf.Tensor,
+                 training: bool) -> Tuple[tf.Tensor, tf.Tensor]:
+    """The movie bias blended with its live mean by count, and that count (hidden on some training rows)."""
+    xf = f.transformed_name
+    count = features[xf(f.MOVIE_RATING_COUNT)]
+    if training and self.movie_stats_dropout:
+      count = tf.where(tf.random.uniform(tf.shape(count)) < self.movie_stats_dropout, 0.0, count)
+    gate = count / (count + self.movie_shrinkage)
+    return movie_bias + gate * (features[xf(f.MOVIE_RATING_MEAN)] - self.global_bias - movie_bias), count
+
+  def _user_history(self, features: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """What the point-in-time history says about the user, before any candidate.
+
+    Returns, by name: ``embeddings`` [B, T, D] and ``mask`` [B, T] of the
+    history movies; ``residuals`` [B, T] (rating minus global and movie
+    bias, 0 where padded); ``count`` [B]; the shrunk ``user_bias`` and
+    ``recent_bias`` [B]; the raw mean rating's offset from the global bias
+    ``mean_offset`` [B] (0 for an empty history); the history's ``mean``
+    embedding [B, D] (the ``HistoryEncoder`` the retrieval tower shares);
+    and ``taste`` [B, D], the history embeddings weighted by residual.
+    """
+    xf = f.transformed_name
+    ids, ratings = features[xf(f.HISTORY_MOVIE_IDS)], features[xf(f.HISTORY_RATINGS)]
+    embeddings, mask = self._lookup(self.movie_embedding, ids)
+    weights = tf.cast(mask, tf.float32)
+    movie_bias = tf.squeeze(self.movie_bias(tf.maximum(ids, 0)), -1)
+    residuals = (ratings - self.global_bias - movie_bias) * weights
+    count = tf.reduce_sum(weights, 1)
+    # The same over the last RECENT ratings: tastes drift.
+    positions = tf.range(tf.shape(weights)[1], dtype=tf.float32)[None, :]
+    recent = weights * tf.cast(positions >= count[:, None] - RECENT, tf.float32)
+    raw_mean = tf.reduce_sum(ratings * weights, 1) / tf.maximum(count, 1.0)
+    return {
+        'embeddings': embeddings, 'mask': mask, 'residuals': residuals, 'count': count,
+        'user_bias': tf.reduce_sum(residuals, 1) / (count + self.history_shrinkage),
+        'recent_bias': tf.reduce_sum(residuals * recent, 1) / (tf.reduce_sum(recent, 1) + RECENT_SHRINKAGE),
+        'mean_offset': (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32),
+        'mean': self.history_encoder.views(embeddings, ids, ratings)['mean'],
+        'taste': tf.reduce_sum(embeddings * residuals[..., None], 1) / (count[:, None] + self.history_shrinkage),
+    }
+
   def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     xf = f.transformed_name
     movie_ids = features[xf(f.MOVIE_ID)]
     movie = self.movie_embedding(movie_ids)
     movie_bias = tf.squeeze(self.movie_bias(movie_ids), -1)
-    movie_count = features[xf(f.MOVIE_RATING_COUNT)]
-    if training and self.movie_stats_dropout:
-      hidden = tf.random.uniform(tf.shape(movie_count)) < self.movie_stats_dropout
-      movie_count = tf.where(hidden, 0.0, movie_count)
-    movie_gate = movie_count / (movie_count + self.movie_shrinkage)
-    item_bias = movie_bias + movie_gate * (features[xf(f.MOVIE_RATING_MEAN)] - self.global_bias - movie_bias)
-
-    history, mask = self._lookup(self.movie_embedding, features[xf(f.HISTORY_MOVIE_IDS)])
-    history_bias = tf.squeeze(self.movie_bias(tf.maximum(features[xf(f.HISTORY_MOVIE_IDS)], 0)), -1)
-    weights = tf.cast(mask, tf.float32)
-    residuals = (features[xf(f.HISTORY_RATINGS)] - self.global_bias - history_bias) * weights
-    count = tf.reduce_sum(weights, 1)
-    user_bias = tf.reduce_sum(residuals, 1) / (count + self.history_shrinkage)
-    # The same over the last RECENT ratings: tastes drift.
-    positions = tf.range(tf.shape(weights)[1], dtype=tf.float32)[None, :]
-    recent = weights * tf.cast(positions >= count[:, None] - RECENT, tf.float32)
-    recent_bias = tf.reduce_sum(residuals * recent, 1) / (tf.reduce_sum(recent, 1) + 2.0)
-    raw_mean = tf.reduce_sum(features[xf(f.HISTORY_RATINGS)] * weights, 1) / tf.maximum(count, 1.0)
-    scores = tf.reduce_sum(history * movie[:, None, :], -1) / tf.sqrt(tf.cast(tf.shape(movie)[-1], tf.float32))
-    attention = tf.nn.softmax(tf.where(mask, scores, -1e9), axis=1) * weights
-    knn = tf.reduce_sum(attention * residuals, 1)
-    history_mean = _masked_mean(history, mask)
-    # What the user liked more or less than expected, as a direction in movie space.
-    taste = tf.reduce_sum(history * residuals[..., None], 1) / (count[:, None] + self.history_shrinkage)
-    affinity = tf.reduce_sum(taste * movie, -1)
-
-    neighbour, neighbour_mass = self._neighbours(features, mask, (residuals - user_bias[:, None]) * weights, training)
-
-    title, title_mask = self._lookup(self.title_embedding, features[xf('title_tokens')])
-    dense = tf.stack([
-        features[xf(f.RELEASE_YEAR)], features[xf('release_year_known')], features[xf('movie_age')],
-        features[xf(f.USER_AGE)], tf.math.log1p(count) / 4.0, user_bias, recent_bias, knn, affinity,
-        (raw_mean - self.global_bias) * tf.cast(count > 0, tf.float32), tf.math.log1p(movie_count) / 4.0,
-        item_bias - movie_bias, neighbour, tf.math.log1p(neighbour_mass)], axis=1)
+    item_bias, movie_count = self._item_bias(features, movie_bias, training)
+    user = self._user_history(features)
+    # An item-kNN read-out: the history's residuals, attended by embedding similarity to the candidate.
+    similarity = tf.reduce_sum(user['embeddings'] * movie[:, None, :], -1) / tf.sqrt(
+        tf.cast(tf.shape(movie)[-1], tf.float32))
+    attention = tf.nn.softmax(tf.where(user['mask'], similarity, -1e9), axis=1) * tf.cast(user['mask'], tf.float32)
+    centred = (user['residuals'] - user['user_bias'][:, None]) * tf.cast(user['mask'], tf.float32)
+    neighbour, neighbour_mass = self._neighbours(features, user['mask'], centred, training)
+    title, title_mask = self._lookup(self.title_embedding, features[xf(f.TITLE_TOKENS)])
+    # The MLP's scalar inputs, by name (the order is the cross layers' input order).
+    scalars = {
+        'release_year': features[xf(f.RELEASE_YEAR)],
+        'release_year_known': features[xf(f.RELEASE_YEAR_KNOWN)],
+        'movie_age': features[xf(f.MOVIE_AGE)],
+        'user_age': features[xf(f.USER_AGE)],
+        'history_length': tf.math.log1p(user['count']) / LOG_COUNT_SCALE,
+        'user_bias': user['user_bias'],
+        'recent_bias': user['recent_bias'],
+        'attention_knn': tf.reduce_sum(attention * user['residuals'], 1),
+        'taste_affinity': tf.reduce_sum(user['taste'] * movie, -1),
+        'history_mean_offset': user['mean_offset'],
+        'movie_rating_count': tf.math.log1p(movie_count) / LOG_COUNT_SCALE,
+        'movie_mean_shift': item_bias - movie_bias,
+        'neighbour': neighbour,
+        'neighbour_mass': tf.math.log1p(neighbour_mass),
+    }
     x = tf.concat([
-        movie, history_mean, movie * history_mean, taste, _masked_mean(title, title_mask), features[xf(f.GENRES)],
-        self.gender_embedding(features[xf(f.USER_GENDER)]),
+        movie, user['mean'], movie * user['mean'], user['taste'], _masked_mean(title, title_mask),
+        features[xf(f.GENRES)], self.gender_embedding(features[xf(f.USER_GENDER)]),
         self.occupation_embedding(features[xf(f.USER_OCCUPATION)]),
-        self.age_embedding(features[xf(f.AGE_BUCKET)]), dense], axis=1)
+        self.age_embedding(features[xf(f.AGE_BUCKET)]), tf.stack(list(scalars.values()), axis=1)], axis=1)
     x0 = x
     for cross in self.crosses:
       x = cross(x0, x)
-    rating = self.global_bias + item_bias + user_bias + tf.squeeze(self.mlp(x, training=training), -1)
+    rating = self.global_bias + item_bias + user['user_bias'] + tf.squeeze(self.mlp(x, training=training), -1)
     if self.similarity is not None:
       rating += self.neighbour_weight * neighbour
     rating = rating[:, None]

@@ -13,8 +13,9 @@ class MultitaskModel(tfrs.Model):
   """A ``HistoryRankingModel`` and a ``RetrievalModel`` trained as one.
 
   The retrieval tower embeds a user's history with the ranking model's movie
-  table, so every rating trains that table twice: to predict its value, and
-  to predict which movie comes next. The loss is
+  table and reads it with the ranking model's ``HistoryEncoder``, so every
+  rating trains that table twice: to predict its value, and to predict which
+  movie comes next. The loss is
   ``rating_weight * MSE + retrieval_weight * catalogue softmax``, as in TFRS's
   multitask tutorial. ``call`` returns ratings, so the Evaluator and
   ``serving_default`` treat it as a rating model; ``recommend`` and
@@ -31,7 +32,8 @@ class MultitaskModel(tfrs.Model):
     retrieval_weight: weight of the retrieval loss.
   """
 
-  RAW_FEATURES = HistoryRankingModel.RAW_FEATURES
+  TRANSFORM_OUTPUTS = tuple(dict.fromkeys(
+      HistoryRankingModel.TRANSFORM_OUTPUTS + RetrievalModel.TRANSFORM_OUTPUTS))
 
   def __init__(self, ranking: HistoryRankingModel, movie_vocab_size: int, gender_vocab_size: int,
                occupation_vocab_size: int, retrieval_layer_sizes=(128,), dropout: float = 0.2,
@@ -41,7 +43,8 @@ class MultitaskModel(tfrs.Model):
     self.retrieval = RetrievalModel(
         movie_vocab_size=movie_vocab_size, gender_vocab_size=gender_vocab_size,
         occupation_vocab_size=occupation_vocab_size, embedding_dim=ranking.movie_embedding.output_dim,
-        layer_sizes=retrieval_layer_sizes, dropout=dropout, movie_embedding=ranking.movie_embedding)
+        layer_sizes=retrieval_layer_sizes, dropout=dropout, movie_embedding=ranking.movie_embedding,
+        history_encoder=ranking.history_encoder)
     self.rating_weight = rating_weight
     self.retrieval_weight = retrieval_weight
 

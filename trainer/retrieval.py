@@ -99,8 +99,8 @@ class HistoryEncoder(tf.keras.layers.Layer):
     self.rating_center = rating_center
     self.pad_id = pad_id
 
-  def call(self, inputs: Tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
-    embeddings, ids, ratings = inputs
+  def views(self, embeddings: tf.Tensor, ids: tf.Tensor, ratings: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """The views by name: ``mean``, ``liked``, ``recent`` [B, D] and ``log_length`` [B, 1]."""
     mask = tf.cast(tf.not_equal(ids, tf.cast(self.pad_id, ids.dtype)), embeddings.dtype)  # [B, L]
     length = tf.reduce_sum(mask, axis=1, keepdims=True)  # [B, 1]
     positions = tf.range(tf.shape(ids)[1], dtype=embeddings.dtype)[None, :]
@@ -110,8 +110,12 @@ class HistoryEncoder(tf.keras.layers.Layer):
     def pooled(weights, count):
       return tf.einsum('bl,bld->bd', weights, embeddings) / tf.maximum(count, 1.0)
 
-    return tf.concat([pooled(mask, length), pooled(liked, length),
-                      pooled(recent, tf.reduce_sum(recent, axis=1, keepdims=True)), tf.math.log1p(length)], axis=1)
+    return {'mean': pooled(mask, length), 'liked': pooled(liked, length),
+            'recent': pooled(recent, tf.reduce_sum(recent, axis=1, keepdims=True)), 'log_length': tf.math.log1p(length)}
+
+  def call(self, inputs: Tuple[tf.Tensor, tf.Tensor, tf.Tensor]) -> tf.Tensor:
+    views = self.views(*inputs)
+    return tf.concat([views['mean'], views['liked'], views['recent'], views['log_length']], axis=1)
 
   def get_config(self):
     return {**super().get_config(), 'recent': self.recent, 'rating_center': self.rating_center,
@@ -124,6 +128,8 @@ class QueryTower(tf.keras.Model):
   Args:
     movie_embedding: the Embedding layer that embeds history movie ids
       (shared with a ranking model in ``MultitaskModel``).
+    history_encoder: the ``HistoryEncoder`` to read the history with (the
+      ranking model's, in ``MultitaskModel``); None makes one.
     gender_vocab_size, occupation_vocab_size: vocabulary sizes, OOV included.
     layer_sizes: hidden Dense widths.
     output_dim: width of ``q``.
@@ -140,10 +146,10 @@ class QueryTower(tf.keras.Model):
 
   def __init__(self, movie_embedding: tf.keras.layers.Embedding, gender_vocab_size: int,
                occupation_vocab_size: int, layer_sizes: Sequence[int], output_dim: int, dropout: float = 0.0,
-               **kwargs):
+               history_encoder: Optional[HistoryEncoder] = None, **kwargs):
     super().__init__(**kwargs)
     self.movie_embedding = movie_embedding
-    self.history = HistoryEncoder()
+    self.history = history_encoder or HistoryEncoder()
     self.gender_embedding = tf.keras.layers.Embedding(gender_vocab_size, 4, name='gender_embedding')
     self.occupation_embedding = tf.keras.layers.Embedding(occupation_vocab_size, 8, name='occupation_embedding')
     self.age_embedding = tf.keras.layers.Embedding(NUM_AGE_BUCKETS, 4, name='age_embedding')
@@ -237,22 +243,27 @@ class RetrievalModel(tfrs.Model):
     metric_ks: cut-offs for the FactorizedTopK metric.
     movie_embedding: an Embedding layer to embed history movies with, to share
       it with another model; None makes one.
+    history_encoder: a ``HistoryEncoder`` to share with another model; None
+      makes one.
   """
 
   QUERY_FEATURES = QUERY_FEATURES
   CANDIDATE_FEATURES = CANDIDATE_FEATURES
+  TRANSFORM_OUTPUTS = QUERY_FEATURES + CANDIDATE_FEATURES
 
   def __init__(self, movie_vocab_size: int, gender_vocab_size: int, occupation_vocab_size: int,
                embedding_dim: int = 64, layer_sizes: Sequence[int] = (128,), dropout: float = 0.2,
                metric_ks: Sequence[int] = (10, 100),
-               movie_embedding: Optional[tf.keras.layers.Embedding] = None):
+               movie_embedding: Optional[tf.keras.layers.Embedding] = None,
+               history_encoder: Optional[HistoryEncoder] = None):
     super().__init__()
     self.movie_vocab_size = movie_vocab_size
     self.movie_embedding = movie_embedding or tf.keras.layers.Embedding(
         movie_vocab_size, embedding_dim, name='movie_embedding')
     self.query_model = QueryTower(
         self.movie_embedding, gender_vocab_size=gender_vocab_size, occupation_vocab_size=occupation_vocab_size,
-        layer_sizes=layer_sizes, output_dim=embedding_dim, dropout=dropout, name='query_tower')
+        layer_sizes=layer_sizes, output_dim=embedding_dim, dropout=dropout, history_encoder=history_encoder,
+        name='query_tower')
     self.candidate_model = CandidateTower(movie_vocab_size, embedding_dim, name='candidate_tower')
     # The OOV row is a softmax class (eval rows may rate movies train never
     # saw) but never a recommendation.
@@ -447,40 +458,3 @@ def save_index(index: tfrs.layers.factorized_top_k.TopK, export_dir: str,
     options = tf.saved_model.SaveOptions(namespace_whitelist=['Scann'])
   tf.saved_model.save(index, export_dir, signatures={names.SERVING_DEFAULT: serve.get_concrete_function(**specs)},
                       options=options)
-
-
-# Signature of models with query and candidate towers (retrieval, multitask).
-
-
-def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.Layer, raw_spec: Dict[str, object],
-                            movie_ids: Sequence[bytes]) -> tf.types.experimental.ConcreteFunction:
-  """``retrieve``: serialized tf.Examples and ``k`` to the top ``k`` catalogue movies.
-
-  Candidate generation by the towers alone, exact (brute force in plain TF
-  ops, so stock TF Serving runs it). It excludes nothing: the caller drops
-  movies the user has seen, so ask for ``k`` plus their number. The
-  pipeline's RetrievalEvaluator scores a model through it.
-
-  Args:
-    model: a model with ``query_embeddings`` and ``candidate_embeddings``.
-    tft_layer: the Transform layer, tracked on the model.
-    raw_spec: the raw feature spec of a serving tf.Example (no label).
-    movie_ids: the movie vocabulary, row i being vocabulary id i.
-
-  Returns:
-    A concrete function: ``examples`` string [B], ``k`` int32 scalar (clipped
-    to the catalogue) to ``movie_ids`` string [B, k] and ``scores`` float32 [B, k].
-  """
-  identifiers = tf.constant(list(movie_ids), dtype=tf.string)
-  count = len(movie_ids)
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='examples'),
-                                tf.TensorSpec([], tf.int32, name='k')])
-  def retrieve(examples, k):
-    features = tft_layer(tf.io.parse_example(examples, raw_spec))
-    candidates = model.candidate_embeddings({MOVIE_ID_KEY: tf.range(count, dtype=tf.int64)})
-    scores = tf.matmul(model.query_embeddings(features), candidates, transpose_b=True)
-    top = tf.math.top_k(scores, k=tf.minimum(k, count))
-    return {'movie_ids': tf.gather(identifiers, top.indices), 'scores': top.values}
-
-  return retrieve.get_concrete_function()

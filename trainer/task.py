@@ -3,6 +3,8 @@
 TFX packages this folder (``trainer/``) into the Trainer's cache key, so edits
 here re-run Trainer but never Transform.
 """
+import contextlib
+import io
 import os
 
 # Before TensorFlow loads: TFRS 0.7 and TFX 1.16 need Keras 2.
@@ -21,8 +23,8 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from contract import names  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import distribution, models, multitask, retrieval, similarity  # noqa: E402
-from trainer.signatures import make_serving_signatures, raw_spec_without_label  # noqa: E402
+from trainer import distribution, registry, similarity  # noqa: E402
+from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 HPARAMS_FILE = names.HPARAMS_FILE
@@ -54,10 +56,6 @@ def _vocab_size(tf_transform_output: tft.TFTransformOutput, name: str) -> int:
   return int(tf_transform_output.vocabulary_size_by_name(name)) + f.OOV_BUCKETS
 
 
-# Models built on HistoryRankingModel, which has the kNN term.
-HISTORY_MODELS = ('history_ranking', 'multitask')
-
-
 def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
                 neighbours: Optional[Dict[str, np.ndarray]] = None) -> tf.keras.Model:
   """Builds and compiles the model ``params.model`` names, sized from Transform.
@@ -65,32 +63,7 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
   ``neighbours`` (``neighbour_statistics`` of the train split) make the
   history models' kNN term; None leaves the term out.
   """
-  vocab = lambda name: _vocab_size(tf_transform_output, name)  # noqa: E731
-  if params.model == 'ranking':
-    model = models.RankingModel(
-        user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
-        embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
-  elif params.model in HISTORY_MODELS:
-    model = models.HistoryRankingModel(
-        movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
-        gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
-        embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, cross_layers=params.cross_layers,
-        dropout=params.dropout, l2=params.l2, history_shrinkage=params.history_shrinkage,
-        movie_shrinkage=params.movie_shrinkage, movie_stats_dropout=params.movie_stats_dropout,
-        similarity=None if neighbours is None else similarity.Similarity(
-            neighbours, shrinkage=params.neighbour_shrinkage, name='movie_similarity'))
-    if params.model == 'multitask':
-      model = multitask.MultitaskModel(
-          model, movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
-          occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), retrieval_layer_sizes=params.retrieval_layer_sizes,
-          dropout=params.dropout, retrieval_weight=params.retrieval_weight)
-  elif params.model == 'retrieval':
-    model = retrieval.RetrievalModel(
-        movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
-        occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), embedding_dim=params.embedding_dim,
-        layer_sizes=params.layer_sizes, dropout=params.dropout)
-  else:
-    raise ValueError(f'Unknown model {params.model!r}; available: {sorted(hp.MODEL_DEFAULTS)}.')
+  model = registry.get(params.model).build(params, lambda name: _vocab_size(tf_transform_output, name), neighbours)
   optimizers = {'adagrad': tf.keras.optimizers.Adagrad, 'adam': tf.keras.optimizers.Adam}
   if params.optimizer not in optimizers:
     raise ValueError(f'Unknown optimizer {params.optimizer!r}; available: {sorted(optimizers)}.')
@@ -101,7 +74,7 @@ def build_model(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
 def neighbour_statistics(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
                          train: tf.data.Dataset) -> Optional[Dict[str, np.ndarray]]:
   """The kNN tables from the train split, for models that use them (else None)."""
-  if params.model not in HISTORY_MODELS or not params.neighbour_shrinkage:
+  if not registry.get(params.model).neighbours or not params.neighbour_shrinkage:
     return None
   statistics = similarity.from_dataset(train, _vocab_size(tf_transform_output, f.USER_VOCAB),
                                        _vocab_size(tf_transform_output, f.MOVIE_VOCAB))
@@ -113,7 +86,7 @@ def _callbacks(params: hp.HParams) -> List[tf.keras.callbacks.Callback]:
   if not params.early_stopping_patience:
     return []
   # Rating models stop on eval RMSE, retrieval on its eval softmax loss.
-  monitor = 'val_rmse' if params.model in hp.RATING_MODELS else 'val_loss'
+  monitor = 'val_rmse' if registry.get(params.model).rates else 'val_loss'
   return [tf.keras.callbacks.EarlyStopping(monitor, mode='min', patience=params.early_stopping_patience,
                                            restore_best_weights=True)]
 
@@ -143,7 +116,7 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   train = _dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, params, shuffle=True)
   evaluation = _dataset(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, params, shuffle=False)
   neighbours = neighbour_statistics(params, tf_transform_output, train)
-  tuner = keras_tuner.RandomSearch(
+  tuner = _LoggedRandomSearch(
       hypermodel=lambda hps: build_model(_search_space(hps, params), tf_transform_output, neighbours),
       objective=keras_tuner.Objective('val_rmse', 'min'),
       max_trials=int(budget.get('max_trials', 10)),
@@ -151,6 +124,28 @@ def tuner_fn(fn_args: tfx.components.FnArgs) -> tfx.components.TunerFnResult:
   return tfx.components.TunerFnResult(tuner=tuner, fit_kwargs={
       'x': train, 'validation_data': evaluation, 'epochs': int(budget.get('epochs', params.epochs)),
       'verbose': 0, 'callbacks': [tf.keras.callbacks.EarlyStopping('val_rmse', mode='min', patience=3)]})
+
+
+class _LoggedRandomSearch(keras_tuner.RandomSearch):
+  """RandomSearch with one log line per trial, so a long search shows progress in the run log.
+
+  Its summaries, which KerasTuner prints, go to the log too (INFO).
+  """
+
+  def search_space_summary(self, extended=False):
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+      super().search_space_summary(extended)
+    logging.info('Tuner search space:\n%s', text.getvalue())
+
+  def results_summary(self, num_trials=10):
+    with contextlib.redirect_stdout(io.StringIO()) as text:
+      super().results_summary(num_trials)
+    logging.info('Tuner results:\n%s', text.getvalue())
+
+  def on_trial_end(self, trial):
+    super().on_trial_end(trial)
+    score = 'n/a' if trial.score is None else f'{trial.score:.4f}'
+    logging.info('Tuner trial %d/%d: val_rmse %s', len(self.oracle.trials), self.oracle.max_trials, score)
 
 
 class _EpochLogger(tf.keras.callbacks.Callback):
@@ -183,12 +178,18 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
   return model
 
 
+def serving_signatures(params: hp.HParams, model: tf.keras.Model,
+                       tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+  """The signatures the Trainer saves ``model`` with (``trainer/signatures.py``)."""
+  return make_serving_signatures(model, tf_transform_output, retrieves=registry.get(params.model).retrieves)
+
+
 # TFX Trainer calls this.
 def run_fn(fn_args: tfx.components.FnArgs):
   """Trains the model and saves it with its serving signatures."""
   tuned = fn_args.hyperparameters.get('values') if fn_args.hyperparameters else None
   params = hp.resolve(fn_args.custom_config, tuned)
-  if params.model not in hp.RATING_MODELS:
+  if not registry.get(params.model).rates:
     raise ValueError(f'The pipeline trains rating models {hp.RATING_MODELS}; {params.model!r} has no rating '
                      'output for its Evaluator and serving signatures. `make bench-quality` trains and scores it.')
   logging.info('Trainer hyperparameters: %s', params.to_json())
@@ -202,11 +203,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
   model = fit(params, tf_transform_output, train, evaluation,
               [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
 
-  signatures = make_serving_signatures(model, tf_transform_output, model.RAW_FEATURES)
-  if hasattr(model, 'query_embeddings'):
-    signatures[names.RETRIEVE] = retrieval.make_retrieve_signature(
-        model, model.tft_layer, raw_spec_without_label(tf_transform_output),
-        tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB))
+  signatures = serving_signatures(params, model, tf_transform_output)
   # Every worker saves (a collective op); only the chief's copy is the model.
   model_dir = distribution.model_dir(fn_args.serving_model_dir)
   tf.saved_model.save(model, model_dir, signatures=signatures)

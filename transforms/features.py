@@ -81,7 +81,6 @@ USER_VOCAB = 'user_id_vocab'
 MOVIE_VOCAB = 'movie_id_vocab'
 GENDER_VOCAB = 'gender_vocab'
 OCCUPATION_VOCAB = 'occupation_vocab'
-ZIP_VOCAB = 'zip3_vocab'
 GENRE_VOCAB = 'genre_vocab'
 
 # Out-of-vocabulary buckets: ids Transform did not see in train land here.
@@ -174,6 +173,12 @@ class Feature:
   max_values: Optional[int] = None
   aligned_with: Optional[str] = None
 
+  def range_text(self) -> str:
+    """'in 1..120, or 0 for unknown': the valid values, as messages state them."""
+    low, high = self.valid_range
+    unknown = f', or {self.unknown!r} for unknown' if self.shape != MULTI and self.unknown is not None else ''
+    return f'in {_number(low)}..{_number(high)}{unknown}'
+
   def check(self, values: Iterable[Any]) -> Optional[str]:
     """A message naming the range when a value (other than ``unknown``) is outside it; else None."""
     if self.valid_range is None:
@@ -184,8 +189,7 @@ class Feature:
         continue
       if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
           math.isfinite(value) and low <= value <= high):
-        unknown = f', or {self.unknown!r} for unknown' if self.shape != MULTI and self.unknown is not None else ''
-        return f'"{self.name}" must be in {_number(low)}..{_number(high)}{unknown}; got {value!r}.'
+        return f'"{self.name}" must be {self.range_text()}; got {value!r}.'
     return None
 
 
@@ -251,7 +255,7 @@ OUTPUTS: Tuple[Output, ...] = (
     Output(_xf(NEW_USER), (USER_ID,), '1 when the user is not in the train vocabulary', slice_only=True),
     Output(_xf(MOVIE_ID), (MOVIE_ID,), 'movie vocabulary id, 0 the most rated'),
     Output(_xf(MOVIE_POPULARITY), (MOVIE_ID,), '0 head, 1 torso, 2 tail by train rank', slice_only=True),
-    Output(_xf(HISTORY_MOVIE_IDS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
+    Output(_xf(HISTORY_MOVIE_IDS), (HISTORY_MOVIE_IDS,),
            f'history movie vocabulary ids [B, {HISTORY_LENGTH}], padded with {HISTORY_PAD_ID}'),
     Output(_xf(HISTORY_RATINGS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
            f'history ratings [B, {HISTORY_LENGTH}], 0 where padded'),
@@ -354,6 +358,21 @@ def describe(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OU
   return rows
 
 
+def markdown(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OUTPUTS) -> str:
+  """The tables as docs/features.md shows them (``python -m transforms.features`` prints it)."""
+  lines = ['| feature | dtype | shape | role | valid | unknown | becomes | feeds |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  for row in describe(table, outputs):
+    lines.append('| ' + ' | '.join([f"`{row['feature']}`"] + [row[k].replace('|', '\\|') for k in (
+        'dtype', 'shape', 'role', 'valid', 'unknown', 'becomes')] + [
+        ', '.join(f'`{o}`' for o in row['feeds'].split(', ') if o)]) + ' |')
+  lines += ['', '| Transform output | from | what | slice only |', '| --- | --- | --- | --- |']
+  for o in outputs:
+    lines.append(f"| `{o.name}` | {', '.join(f'`{i}`' for i in o.inputs)} | {o.description} | "
+                 f"{'yes' if o.slice_only else ''} |")
+  return '\n'.join(lines) + '\n'
+
+
 # Derived lists, for code that asks by kind.
 STRING_FEATURES = names(dtype='string', shape=SCALAR)
 INT_FEATURES = names(dtype='int64', shape=SCALAR)
@@ -363,3 +382,7 @@ FLOAT_FEATURES = tuple(n for n in names(dtype='float32', shape=SCALAR) if n != L
 MULTI_FLOAT_FEATURES = names(dtype='float32', shape=MULTI)
 MULTI_VALUED = names(shape=MULTI)
 ALIGNED_WITH = {x.name: x.aligned_with for x in FEATURES if x.aligned_with}
+
+
+if __name__ == '__main__':
+  print(markdown(), end='')

@@ -1,5 +1,11 @@
 """Transform module: raw MovieLens features to model inputs.
 
+Every output is named in ``features.OUTPUTS`` with the raw features it reads;
+tests/test_features.py checks this module against that table. Unknown values
+(``features.Feature.unknown``) are filled in one step, ``_fill_unknowns``,
+here in the Transform graph, so training, every serving signature and stock
+TF Serving treat them alike.
+
 Kept apart from ``trainer/`` on purpose: TFX packages a module file's folder
 into the cache key, so a Trainer edit must not re-run Transform.
 """
@@ -8,13 +14,10 @@ import tensorflow_transform as tft
 
 from transforms import features as f
 
-_SECONDS_PER_HOUR = 3600
 _SECONDS_PER_DAY = 86400
 # 1970-01-01 was a Thursday; shifting by 3 days makes Monday day 0.
 _EPOCH_WEEKDAY_SHIFT = 3
-# Titles are short: 8 words cover 99% of ML-100K's; 5,000 words cover them all.
-TITLE_TOKENS = 8
-TITLE_VOCAB_SIZE = 5000
+_xf = f.transformed_name
 
 
 def _dense(x, default):
@@ -60,9 +63,9 @@ def _history(movie_ids, ratings, movie_vocab):
 def _title_tokens(titles):
   """Lower-case word ids of each title (the year token included), padded with HISTORY_PAD_ID."""
   words = tf.strings.split(tf.strings.lower(titles))
-  ids = tft.compute_and_apply_vocabulary(words, top_k=TITLE_VOCAB_SIZE, num_oov_buckets=f.OOV_BUCKETS,
+  ids = tft.compute_and_apply_vocabulary(words, top_k=f.TITLE_VOCAB_SIZE, num_oov_buckets=f.OOV_BUCKETS,
                                          vocab_filename=f.TITLE_VOCAB)
-  return ids[:, :TITLE_TOKENS].to_tensor(default_value=f.HISTORY_PAD_ID, shape=[None, TITLE_TOKENS])
+  return ids[:, :f.TITLE_TOKEN_COUNT].to_tensor(default_value=f.HISTORY_PAD_ID, shape=[None, f.TITLE_TOKEN_COUNT])
 
 
 def _multi_hot_genres(genres):
@@ -96,16 +99,34 @@ def _catalog(inputs):
   tft.vocabulary(line, vocab_filename=f.CATALOG_VOCAB)
 
 
-def _time_features(timestamp):
-  """Hour of day (0-23) and day of week (0 = Monday) from unix seconds, in UTC."""
-  hour = tf.math.floormod(timestamp // _SECONDS_PER_HOUR, 24)
-  weekday = tf.math.floormod(timestamp // _SECONDS_PER_DAY + _EPOCH_WEEKDAY_SHIFT, 7)
-  return hour, weekday
+def _weekday(timestamp):
+  """Day of week (0 = Monday) from unix seconds, in UTC."""
+  return tf.math.floormod(timestamp // _SECONDS_PER_DAY + _EPOCH_WEEKDAY_SHIFT, 7)
 
 
 def _rating_year(timestamp):
   """Calendar year of a unix timestamp (UTC), close enough for movie age."""
   return 1970 + tf.cast(tf.cast(timestamp, tf.float64) / (365.2425 * _SECONDS_PER_DAY), tf.int64)
+
+
+def _fill_unknowns(inputs):
+  """The one fill-in-unknowns step: each feature's ``unknown`` becomes what the table says.
+
+  Only the numbers need work here: an unknown string is out of vocabulary
+  and an empty list is an empty history by construction, and a live movie
+  statistic of 0 is read by the model as "no statistic". ``user_age`` 0
+  becomes the mean age of the train split (an analyzer over the known ages,
+  so it comes from the data) and ``timestamp`` 0 the time of the call.
+  Returns dense rank-1 ``user_age`` (float) and ``timestamp`` (int64).
+  """
+  age = tf.cast(_dense(inputs[f.USER_AGE], f.BY_NAME[f.USER_AGE].unknown), tf.float32)
+  known = tf.cast(tf.not_equal(age, f.BY_NAME[f.USER_AGE].unknown), tf.float32)
+  mean_age = tft.sum(age * known) / tf.maximum(tft.sum(known), 1.0)
+  age = tf.where(known > 0, age, mean_age)
+  timestamp = _dense(inputs[f.TIMESTAMP], f.BY_NAME[f.TIMESTAMP].unknown)
+  now = tf.cast(tf.timestamp(), tf.int64)
+  timestamp = tf.where(tf.equal(timestamp, f.BY_NAME[f.TIMESTAMP].unknown), now, timestamp)
+  return age, timestamp
 
 
 # TFX Transform calls this.
@@ -119,32 +140,28 @@ def preprocessing_fn(inputs):
     Transformed features keyed by ``transformed_name(raw)``, plus the label.
   """
   out = {}
-  out[f.transformed_name(f.USER_ID)] = _ids(_dense(inputs[f.USER_ID], ''), f.USER_VOCAB)
-  out[f.transformed_name(f.NEW_USER)] = tf.cast(
-      out[f.transformed_name(f.USER_ID)] >= tft.experimental.get_vocabulary_size_by_name(f.USER_VOCAB), tf.int64)
+  age, timestamp = _fill_unknowns(inputs)
+  user_ids = _dense(inputs[f.USER_ID], '')
+  out[_xf(f.USER_ID)] = _ids(user_ids, f.USER_VOCAB)
+  out[_xf(f.NEW_USER)] = tf.cast(
+      out[_xf(f.USER_ID)] >= tft.experimental.get_vocabulary_size_by_name(f.USER_VOCAB), tf.int64)
   # Ranked by frequency: id 0 is the most rated train movie.
-  movie_vocab = tft.vocabulary(_dense(inputs[f.MOVIE_ID], ''), vocab_filename=f.MOVIE_VOCAB)
-  out[f.transformed_name(f.MOVIE_ID)] = tft.apply_vocabulary(
-      _dense(inputs[f.MOVIE_ID], ''), movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
-  out[f.transformed_name(f.MOVIE_POPULARITY)] = _popularity(
-      out[f.transformed_name(f.MOVIE_ID)], tft.experimental.get_vocabulary_size_by_name(f.MOVIE_VOCAB))
+  movie_ids = _dense(inputs[f.MOVIE_ID], '')
+  movie_vocab = tft.vocabulary(movie_ids, vocab_filename=f.MOVIE_VOCAB)
+  out[_xf(f.MOVIE_ID)] = tft.apply_vocabulary(movie_ids, movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
+  out[_xf(f.MOVIE_POPULARITY)] = _popularity(
+      out[_xf(f.MOVIE_ID)], tft.experimental.get_vocabulary_size_by_name(f.MOVIE_VOCAB))
   _catalog(inputs)
-  history_ids, history_ratings = _history(
+  out[_xf(f.HISTORY_MOVIE_IDS)], out[_xf(f.HISTORY_RATINGS)] = _history(
       inputs[f.HISTORY_MOVIE_IDS], inputs[f.HISTORY_RATINGS], movie_vocab)
-  out[f.transformed_name(f.HISTORY_MOVIE_IDS)] = history_ids
-  out[f.transformed_name(f.HISTORY_RATINGS)] = history_ratings
-  out[f.transformed_name('title_tokens')] = _title_tokens(_dense(inputs[f.MOVIE_TITLE], ''))
-  out[f.transformed_name(f.USER_GENDER)] = _ids(_dense(inputs[f.USER_GENDER], ''), f.GENDER_VOCAB)
-  out[f.transformed_name(f.USER_OCCUPATION)] = _ids(_dense(inputs[f.USER_OCCUPATION], ''), f.OCCUPATION_VOCAB)
-  zip3 = tf.strings.substr(_dense(inputs[f.USER_ZIP], ''), 0, 3)
-  out[f.transformed_name(f.USER_ZIP)] = _ids(zip3, f.ZIP_VOCAB)
+  out[_xf(f.TITLE_TOKENS)] = _title_tokens(_dense(inputs[f.MOVIE_TITLE], ''))
+  out[_xf(f.USER_GENDER)] = _ids(_dense(inputs[f.USER_GENDER], ''), f.GENDER_VOCAB)
+  out[_xf(f.USER_OCCUPATION)] = _ids(_dense(inputs[f.USER_OCCUPATION], ''), f.OCCUPATION_VOCAB)
 
-  age = tf.cast(_dense(inputs[f.USER_AGE], 0), tf.float32)
-  out[f.transformed_name(f.USER_AGE)] = tft.scale_to_z_score(age)
-  out[f.transformed_name(f.AGE_BUCKET)] = tf.cast(
-      tft.apply_buckets(age, [list(f.AGE_BOUNDARIES)]), tf.int64)
+  out[_xf(f.USER_AGE)] = tft.scale_to_z_score(age)
+  out[_xf(f.AGE_BUCKET)] = tf.cast(tft.apply_buckets(age, [list(f.AGE_BOUNDARIES)]), tf.int64)
 
-  out[f.transformed_name(f.GENRES)] = _multi_hot_genres(inputs[f.GENRES])
+  out[_xf(f.GENRES)] = _multi_hot_genres(inputs[f.GENRES])
 
   # A movie with no release date (u.item lists one) gets the train mean year,
   # and a flag so the model can tell it apart.
@@ -152,19 +169,15 @@ def preprocessing_fn(inputs):
   known = tf.not_equal(_dense(year_raw, -1), -1)
   mean_year = tft.mean(tf.cast(year_raw.values if isinstance(year_raw, tf.SparseTensor) else year_raw, tf.float32))
   year = tf.where(known, tf.cast(_dense(year_raw, -1), tf.float32), mean_year)
-  out[f.transformed_name(f.RELEASE_YEAR)] = tft.scale_to_z_score(year)
-  out[f.transformed_name('release_year_known')] = tf.cast(known, tf.float32)
+  out[_xf(f.RELEASE_YEAR)] = tft.scale_to_z_score(year)
+  out[_xf(f.RELEASE_YEAR_KNOWN)] = tf.cast(known, tf.float32)
 
-  timestamp = _dense(inputs[f.TIMESTAMP], 0)
-  hour, weekday = _time_features(timestamp)
-  out[f.transformed_name('hour')] = hour
-  out[f.transformed_name(f.WEEKDAY)] = weekday
-  movie_age = tf.cast(_rating_year(timestamp), tf.float32) - year
-  out[f.transformed_name('movie_age')] = tft.scale_to_z_score(movie_age)
+  out[_xf(f.WEEKDAY)] = _weekday(timestamp)
+  out[_xf(f.MOVIE_AGE)] = tft.scale_to_z_score(tf.cast(_rating_year(timestamp), tf.float32) - year)
 
   # Raw, unscaled: the model blends the mean with its own movie bias by count.
-  out[f.transformed_name(f.MOVIE_RATING_COUNT)] = tf.cast(_dense(inputs[f.MOVIE_RATING_COUNT], 0), tf.float32)
-  out[f.transformed_name(f.MOVIE_RATING_MEAN)] = tf.cast(_dense(inputs[f.MOVIE_RATING_MEAN], 0.0), tf.float32)
+  out[_xf(f.MOVIE_RATING_COUNT)] = tf.cast(_dense(inputs[f.MOVIE_RATING_COUNT], 0), tf.float32)
+  out[_xf(f.MOVIE_RATING_MEAN)] = tf.cast(_dense(inputs[f.MOVIE_RATING_MEAN], 0.0), tf.float32)
 
   out[f.LABEL_KEY] = tf.cast(_dense(inputs[f.LABEL_KEY], 0.0), tf.float32)
   return out

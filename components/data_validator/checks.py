@@ -100,11 +100,6 @@ IdBatch = Dict[str, np.ndarray]
 _STATS_FILE = 'FeatureStats.pb'
 
 
-def split_files(artifact_uri: str, split: str) -> List[str]:
-  """The data files of one split of an Examples artifact (TFX's Split-<name> layout)."""
-  return sorted(tf.io.gfile.glob(os.path.join(artifact_uri, f'Split-{split}', '*')))
-
-
 def split_statistics(artifact_uri: str, split: str) -> statistics_pb2.DatasetFeatureStatisticsList:
   """The statistics of one split of an ExampleStatistics artifact."""
   return tfdv.load_stats_binary(os.path.join(artifact_uri, f'Split-{split}', _STATS_FILE))

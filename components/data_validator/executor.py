@@ -10,6 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
+from components.common.splits import split_files
 from components.data_validator import checks, report
 from components.data_validator import spec
 from contract import names
@@ -51,7 +52,7 @@ class Executor(base_executor.BaseExecutor):
       raise ValueError(f'Baseline split {baseline!r} is not among the statistics splits {splits}.')
 
     baseline_stats = checks.split_statistics(statistics.uri, baseline)
-    known = checks.known_ids(checks.read_ids(checks.split_files(examples.uri, baseline)))
+    known = checks.known_ids(checks.read_ids(split_files(examples.uri, baseline)))
     findings, measurements = [], []
     for split in splits:
       anomalies, split_findings, split_measurements = checks.validate(
@@ -62,7 +63,7 @@ class Executor(base_executor.BaseExecutor):
       findings += split_findings
       measurements += split_measurements
       if split != baseline:
-        oov = checks.oov_measurements(checks.read_ids(checks.split_files(examples.uri, split)), known, split, thresholds)
+        oov = checks.oov_measurements(checks.read_ids(split_files(examples.uri, split)), known, split, thresholds)
         measurements += oov
         findings += checks.measurement_findings(oov)
     anomalies_artifact.split_names = artifact_utils.encode_split_names(splits)

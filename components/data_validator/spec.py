@@ -1,7 +1,7 @@
 """ExampleValidator's spec: key names shared by the component and its executor."""
 from tfx.types import component_spec, standard_artifacts
 
-from components.movielens_example_gen.spec import QuarantinedRows
+from components.common.artifacts import QuarantinedRows
 
 STATISTICS_KEY = 'statistics'
 SCHEMA_KEY = 'schema'

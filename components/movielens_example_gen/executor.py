@@ -360,6 +360,9 @@ def _record_properties(examples: types.Artifact, quarantine: types.Artifact,
   examples_utils.set_file_format(
       examples,
       write_split.to_file_format_str(example_gen_pb2.FORMAT_TFRECORDS_GZIP))
+  # What standard ExampleGens record; without it every reader warns and
+  # falls back to this same format.
+  examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
   # Standard ExampleGen's driver sets span (and the fingerprint); this
   # component has no driver and one span.
   examples.set_int_custom_property(example_gen_utils.SPAN_PROPERTY_NAME, 0)

@@ -49,7 +49,7 @@ _RATING_FIELDS = 4
 _USER_FIELDS = 5
 # id|title|release date|video release date|url|19 genre flags.
 _ITEM_FIELDS = 5 + len(features.GENRE_NAMES)
-_GENDERS = ('M', 'F')
+_GENDERS = features.GENDERS
 
 # str.isdigit() also accepts '²' and friends, which int() rejects.
 _DIGITS = re.compile(r'[0-9]+')

@@ -5,9 +5,10 @@ executor need the keys, and component.py imports the executor.
 """
 
 from tfx import types
-from tfx.types import artifact
 from tfx.types import component_spec
 from tfx.types import standard_artifacts
+
+from components.common.artifacts import QuarantinedRows
 
 # Execution parameters.
 DATA_DIR_KEY = 'data_dir'
@@ -29,16 +30,6 @@ DATA_SOURCE_PROPERTY = 'data_source'
 DATA_SOURCE_PATH_PROPERTY = 'data_source_path'
 ROWS_READ_PROPERTY = 'rows_read'
 ROWS_QUARANTINED_PROPERTY = 'rows_quarantined'
-
-
-class QuarantinedRows(artifact.Artifact):
-  """Rating, movie and user rows that did not become examples, with why.
-
-  The artifact's uri holds quarantine.jsonl (one JSON object per row: file,
-  line, reason, raw, detail) and summary.json (counts by reason and split).
-  """
-  # namespace.TypeName: the only form KFP v2 accepts as a schema title.
-  TYPE_NAME = 'movielens.QuarantinedRows'
 
 
 class MovieLensExampleGenSpec(types.ComponentSpec):

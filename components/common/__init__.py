@@ -1,0 +1,1 @@
+"""What several components share: artifact types (``artifacts``) and split readers (``splits``)."""
