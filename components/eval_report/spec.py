@@ -5,8 +5,9 @@ and component.py imports the executor.
 """
 from tfx.types import artifact, component_spec, standard_artifacts
 
-from components.movielens_example_gen.spec import QuarantinedRows
+from components.common.artifacts import QuarantinedRows
 from components.retrieval_evaluator.spec import RetrievalEvaluation
+from contract import names
 
 # Inputs.
 EVALUATION_KEY = 'evaluation'
@@ -22,7 +23,7 @@ REQUIRE_NOT_WORSE_KEY = 'require_not_worse'   # 0/1: bless only if not significa
 MIN_SLICE_COUNT_KEY = 'min_slice_count'
 # Outputs.
 REPORT_KEY = 'report'
-MODEL_BLESSING_KEY = 'model_blessing'          # the blessing the Pusher and the baseline Resolver read
+MODEL_BLESSING_KEY = names.FINAL_BLESSING_KEY          # the blessing the Pusher and the baseline Resolver read
 
 # Files in the report artifact.
 REPORT_HTML = 'report.html'
