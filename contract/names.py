@@ -23,6 +23,9 @@ MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
 K = 'k'
 DEFAULT_K = 10
 MAX_K = 100
+# recommend's variety knob: the MMR weight over genres of each row, in [0, 1];
+# 0 (what a client that does not send it gets from the server) ranks by score.
+DIVERSITY = 'diversity'
 
 # Component ids, as create_pipeline gives them with .with_id().
 EXAMPLE_GEN = 'MovieLensExampleGen'

@@ -44,6 +44,8 @@ def _user(loaded, history=(), k=3, **values):
       inputs[name] = tf.constant([[float(r) for _, r in history] + [0.0]])
     elif name == names.K:
       inputs[name] = tf.constant([k], tf.int32)
+    elif name == names.DIVERSITY:
+      inputs[name] = tf.constant([0.0])
     elif spec.dtype == tf.string:
       inputs[name] = tf.constant([values.get(name, '')])
     else:
@@ -59,8 +61,8 @@ def exported(request, tiny_transform, tmp_path_factory):
 def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
   loaded, _, _, entry = exported
   inputs = set(loaded.signatures[names.RECOMMEND].structured_input_signature[1])
-  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K} <= inputs
-  assert inputs - {names.K} <= _REQUEST
+  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K, names.DIVERSITY} <= inputs
+  assert inputs - {names.K, names.DIVERSITY} <= _REQUEST
   retrieves = {names.RETRIEVE} if entry.retrieves else set()
   assert set(loaded.signatures) == {names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.TRANSFORM_FEATURES,
                                     names.RECOMMEND} | retrieves
@@ -146,6 +148,36 @@ def test_item_item_recommend_and_retrieve_agree_and_fall_back_to_the_towers_with
         {f.transformed_name(f.MOVIE_ID): tf.constant([vocab.index(m) for m in ids], tf.int64)}),
         transpose_b=True).numpy()[0]
     assert np.allclose(top[names.SCORES].numpy()[0], towers, rtol=1e-4, atol=1e-5) != by_item_item
+
+
+def _genre_diversity(ids, catalog):
+  genres = {m: {g for g in row if g} for m, row in zip(catalog[f.MOVIE_ID], catalog[f.GENRES])}
+  pairs = [(genres[a], genres[b]) for i, a in enumerate(ids) for b in ids[i + 1:]]
+  return np.mean([1 - len(a & b) / len(a | b) if a | b else 0.0 for a, b in pairs])
+
+
+def test_recommend_diversity_reorders_the_same_candidates_towards_varied_genres(exported, tiny_transform):
+  loaded, output, _, _ = exported
+  catalog = signatures.read_catalog(output)
+  n = len(catalog[f.MOVIE_ID])
+  history = [('1', 4)]
+  plain = loaded.signatures[names.RECOMMEND](**_user(loaded, history, k=n))
+  request = _user(loaded, history, k=4)
+  by_weight = {}
+  for weight in (0.0, 0.5, 1.0):
+    request[names.DIVERSITY] = tf.constant([weight])
+    by_weight[weight] = loaded.signatures[names.RECOMMEND](**request)
+  ids = {w: list(top[names.MOVIE_IDS].numpy()[0]) for w, top in by_weight.items()}
+  assert ids[0.0] == list(plain[names.MOVIE_IDS].numpy()[0][:4])
+  # Fully diverse: after the best movie, each pick shares the least genre with what is listed.
+  assert ids[1.0][0] == ids[0.0][0]
+  assert _genre_diversity(ids[1.0], catalog) >= _genre_diversity(ids[0.5], catalog) >= _genre_diversity(ids[0.0],
+                                                                                                        catalog)
+  assert _genre_diversity(ids[1.0], catalog) > _genre_diversity(ids[0.0], catalog)
+  # Every movie keeps its own score, and none of the history comes back.
+  scores = dict(zip(plain[names.MOVIE_IDS].numpy()[0], plain[names.SCORES].numpy()[0]))
+  np.testing.assert_allclose(by_weight[1.0][names.SCORES].numpy()[0], [scores[m] for m in ids[1.0]], rtol=1e-5)
+  assert b'1' not in ids[1.0]
 
 
 def test_recommend_answers_unknown_users_and_movies_and_pads_short_lists(exported, tiny_transform):

@@ -14,7 +14,9 @@
   it scores every movie of the catalog Transform wrote (f.CATALOG_VOCAB) and
   returns the top ``k`` movie ids, titles and scores, leaving out the movies
   in the given history. Brute force in plain TF ops, so stock TF Serving
-  runs it (it has no ScaNN ops).
+  runs it (it has no ScaNN ops). ``diversity`` (one weight a row, 0 to 1)
+  re-ranks the best ``MAX_K`` by MMR over genres (``_mmr``); 0 keeps the
+  score order.
 - ``retrieve`` (models that retrieve): serialized examples and ``k`` to the
   towers' top ``k``, for the RetrievalEvaluator.
 
@@ -136,6 +138,8 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
   raw_features = f.raw_inputs(model.TRANSFORM_OUTPUTS, table, outputs)
   if item_item and f.transformed_name(f.HISTORY_MOVIE_IDS) not in model.TRANSFORM_OUTPUTS:
     raise ValueError('item_item ranks by the history lists, which this model does not read.')
+  if item_item and not hasattr(model, 'item_item'):
+    raise ValueError('item_item needs model.item_item, the table trainer.task.fit attaches (item_item_scorer).')
 
   def predict(parsed: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     return {names.PREDICTION_KEY: model(_transform(model, parsed, table))}
@@ -189,11 +193,11 @@ def recommend_input_names(raw_features: Sequence[str], table: Sequence[f.Feature
   """The request inputs of ``recommend`` for a model reading ``raw_features``.
 
   Its user and context features (``features.REQUEST_ROLES``), the history
-  lists (always: they say what to leave out), and k.
+  lists (always: they say what to leave out), k and the diversity weight.
   """
   request = set(f.names(f.USER, table=table) + f.names(f.CONTEXT, table=table))
   wanted = set(raw_features) | {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS}
-  return [x.name for x in table if x.name in wanted and x.name in request] + [names.K]
+  return [x.name for x in table if x.name in wanted and x.name in request] + [names.K, names.DIVERSITY]
 
 
 class _Plan:
@@ -294,8 +298,12 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
   catalog_np = read_catalog(tf_transform_output)
   candidates_np = _candidates(catalog_np, raw_features, table)
   n_movies = len(catalog_np[f.MOVIE_ID])
-  specs = signature_inputs([n for n in recommend_input_names(raw_features, table) if n != names.K], table)
+  specs = signature_inputs([n for n in recommend_input_names(raw_features, table)
+                            if n not in (names.K, names.DIVERSITY)], table)
   specs[names.K] = tf.TensorSpec(shape=[None], dtype=tf.int32, name=names.K)
+  specs[names.DIVERSITY] = tf.TensorSpec(shape=[None], dtype=tf.float32, name=names.DIVERSITY)
+  genre_names = sorted({g for row in catalog_np[f.GENRES] for g in row if g})
+  catalog_genres = np.array([[g in set(row) for g in genre_names] for row in catalog_np[f.GENRES]], np.float32)
   plan = _Plan(model.TRANSFORM_OUTPUTS, table, outputs)
   # Eager tensors would be captured by reference; numpy becomes graph constants.
   transformed = model.tft_layer(to_parsed({k: tf.constant(v) for k, v in candidates_np.items()}, table))
@@ -345,17 +353,69 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
     movie_ids = tf.constant(catalog_np[f.MOVIE_ID])
     scores = tf.where(_seen(model.recommend_movie_index, inputs[f.HISTORY_MOVIE_IDS], row_of_id), -np.inf, scores)
     k = tf.clip_by_value(inputs[names.K], 0, min(names.MAX_K, n_movies))
-    top = tf.math.top_k(scores, k=tf.reduce_max(tf.concat([k, [0]], 0)))
+    top = tf.math.top_k(scores, k=min(names.MAX_K, n_movies))
+    # The greedy loop costs ~100 small steps: only batches that ask for variety run it.
+    indices, values = tf.cond(tf.reduce_any(inputs[names.DIVERSITY] > 0),
+                              lambda: _mmr(top.indices, top.values, inputs[names.DIVERSITY], catalog_genres),
+                              lambda: (top.indices, top.values))
+    width = tf.reduce_max(tf.concat([k, [0]], 0))
+    indices, values = indices[:, :width], values[:, :width]
     # Rows asking for fewer than the batch's largest k, or users who have
     # seen almost everything, are padded: movie id '', score 0.
-    valid = (tf.range(tf.shape(top.indices)[1])[None, :] < k[:, None]) & tf.math.is_finite(top.values)
+    valid = (tf.range(tf.shape(indices)[1])[None, :] < k[:, None]) & tf.math.is_finite(values)
     return {
-        names.MOVIE_IDS: tf.where(valid, tf.gather(movie_ids, top.indices), ''),
-        names.TITLES: tf.where(valid, tf.gather(tf.constant(catalog_np[f.MOVIE_TITLE]), top.indices), ''),
-        names.SCORES: tf.where(valid, top.values, 0.0),
+        names.MOVIE_IDS: tf.where(valid, tf.gather(movie_ids, indices), ''),
+        names.TITLES: tf.where(valid, tf.gather(tf.constant(catalog_np[f.MOVIE_TITLE]), indices), ''),
+        names.SCORES: tf.where(valid, values, 0.0),
     }
 
   return recommend.get_concrete_function()
+
+
+def _mmr(indices: tf.Tensor, values: tf.Tensor, weight: tf.Tensor, genres: np.ndarray) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Maximal marginal relevance over genres (Carbonell and Goldstein, SIGIR 1998) of each row's candidates.
+
+  Greedily picks the candidate with the highest ``(1 - w) relevance - w
+  closest``, where relevance is the score min-max scaled over the row's
+  candidates and ``closest`` the highest genre Jaccard similarity to a movie
+  already picked. With ``w`` 0 the order is the score order. Candidates
+  with a score of -inf (seen movies) come last, in their order.
+
+  Args:
+    indices: int32 [B, P] catalog rows, by descending score.
+    values: float32 [B, P] their scores.
+    weight: float32 [B] the diversity weight of each row, clipped to [0, 1].
+    genres: float32 [catalog rows, G] multi-hot genres.
+
+  Returns:
+    The candidates' rows and scores [B, P], in MMR order.
+  """
+  weight = tf.clip_by_value(weight, 0.0, 1.0)[:, None]
+  valid = tf.math.is_finite(values)
+  low = tf.reduce_min(tf.where(valid, values, np.inf), axis=1, keepdims=True)
+  high = tf.reduce_max(tf.where(valid, values, -np.inf), axis=1, keepdims=True)
+  relevance = tf.where(valid, (values - low) / tf.maximum(high - low, 1e-12), 0.0)
+  multi_hot = tf.gather(tf.constant(genres), indices)  # [B, P, G]
+  shared = tf.matmul(multi_hot, multi_hot, transpose_b=True)
+  sizes = tf.reduce_sum(multi_hot, axis=2)
+  union = sizes[:, :, None] + sizes[:, None, :] - shared
+  jaccard = tf.where(union > 0, shared / tf.maximum(union, 1.0), 0.0)  # [B, P, P]
+  pool = tf.shape(indices)[1]
+  rows = tf.range(tf.shape(indices)[0])
+
+  def pick(step, taken, closest, order):
+    objective = tf.where(valid, (1.0 - weight) * relevance - weight * closest, -1e30)
+    best = tf.argmax(tf.where(taken, -np.inf, objective), axis=1, output_type=tf.int32)
+    cells = tf.stack([rows, best], axis=1)
+    taken = tf.tensor_scatter_nd_update(taken, cells, tf.ones_like(best, tf.bool))
+    closest = tf.maximum(closest, tf.gather_nd(jaccard, cells))
+    return step + 1, taken, closest, order.write(step, best)
+
+  _, _, _, order = tf.while_loop(
+      lambda step, *_: step < pool, pick,
+      (0, tf.zeros_like(indices, tf.bool), tf.zeros_like(values), tf.TensorArray(tf.int32, size=pool)))
+  order = tf.transpose(order.stack())  # [B, P] positions among the candidates
+  return tf.gather(indices, order, batch_dims=1), tf.gather(values, order, batch_dims=1)
 
 
 def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.Layer, raw_spec,
