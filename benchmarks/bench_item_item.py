@@ -176,8 +176,8 @@ def main(argv=None):
   add('cosine co-occurrence', lambda: data.user_scores(cooccurrence(data, 0.5, 0.5)))
   add('cosine, recency half-life 3.5 + rating weight', lambda: data.user_scores(cooccurrence(data, 0.5, 0.5),
                                                                                 **shipped))
-  add('conditional probability P(j|h)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.0), **shipped))
-  add('P(j|h) / n_j^0.5 (popularity damping)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.5), **shipped))
+  add('conditional probability P(j given h)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.0), **shipped))
+  add('P(j given h) / n_j^0.5 (popularity damping)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.5), **shipped))
   add('sequential co-occurrence, window 20', lambda: data.user_scores(sequential(data, 20), **shipped))
   add('RP3beta, beta 0.5', lambda: data.user_scores(rp3beta(data, 0.5), **shipped))
   for l2 in (300.0, 3000.0):
