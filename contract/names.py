@@ -11,6 +11,7 @@ SERVING_TF_EXAMPLE = 'serving_tf_example'  # serialized tf.Example protos
 TRANSFORM_FEATURES = 'transform_features'  # serialized examples to Transform outputs
 RECOMMEND = 'recommend'                   # one user a row to its top k movies
 RETRIEVE = 'retrieve'                     # the retrieval towers' top k (models with towers)
+RECOMMEND_DIVERSE = 'recommend_diverse'   # recommend plus a diversity weight a row (MMR over genres)
 # The input name of the two signatures that take serialized examples.
 EXAMPLES = 'examples'
 
@@ -23,8 +24,8 @@ MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
 K = 'k'
 DEFAULT_K = 10
 MAX_K = 100
-# recommend's variety knob: the MMR weight over genres of each row, in [0, 1];
-# 0 (what a client that does not send it gets from the server) ranks by score.
+# recommend_diverse's variety knob: the MMR weight over genres of each row,
+# in [0, 1]; 0 ranks by score, as recommend does.
 DIVERSITY = 'diversity'
 
 # Component ids, as create_pipeline gives them with .with_id().

@@ -44,8 +44,6 @@ def _user(loaded, history=(), k=3, **values):
       inputs[name] = tf.constant([[float(r) for _, r in history] + [0.0]])
     elif name == names.K:
       inputs[name] = tf.constant([k], tf.int32)
-    elif name == names.DIVERSITY:
-      inputs[name] = tf.constant([0.0])
     elif spec.dtype == tf.string:
       inputs[name] = tf.constant([values.get(name, '')])
     else:
@@ -61,11 +59,13 @@ def exported(request, tiny_transform, tmp_path_factory):
 def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
   loaded, _, _, entry = exported
   inputs = set(loaded.signatures[names.RECOMMEND].structured_input_signature[1])
-  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K, names.DIVERSITY} <= inputs
-  assert inputs - {names.K, names.DIVERSITY} <= _REQUEST
+  assert {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, names.K} <= inputs
+  assert inputs - {names.K} <= _REQUEST
+  diverse = set(loaded.signatures[names.RECOMMEND_DIVERSE].structured_input_signature[1])
+  assert diverse == inputs | {names.DIVERSITY}
   retrieves = {names.RETRIEVE} if entry.retrieves else set()
   assert set(loaded.signatures) == {names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.TRANSFORM_FEATURES,
-                                    names.RECOMMEND} | retrieves
+                                    names.RECOMMEND, names.RECOMMEND_DIVERSE} | retrieves
 
 
 def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs(exported, tiny_transform):
@@ -166,7 +166,7 @@ def test_recommend_diversity_reorders_the_same_candidates_towards_varied_genres(
   by_weight = {}
   for weight in (0.0, 0.5, 1.0):
     request[names.DIVERSITY] = tf.constant([weight])
-    by_weight[weight] = loaded.signatures[names.RECOMMEND](**request)
+    by_weight[weight] = loaded.signatures[names.RECOMMEND_DIVERSE](**request)
   ids = {w: list(top[names.MOVIE_IDS].numpy()[0]) for w, top in by_weight.items()}
   assert ids[0.0] == list(plain[names.MOVIE_IDS].numpy()[0][:4])
   # Fully diverse: after the best movie, each pick shares the least genre with what is listed.

@@ -14,9 +14,12 @@
   it scores every movie of the catalog Transform wrote (f.CATALOG_VOCAB) and
   returns the top ``k`` movie ids, titles and scores, leaving out the movies
   in the given history. Brute force in plain TF ops, so stock TF Serving
-  runs it (it has no ScaNN ops). ``diversity`` (one weight a row, 0 to 1)
-  re-ranks the best ``MAX_K`` by MMR over genres (``_mmr``); 0 keeps the
-  score order.
+  runs it (it has no ScaNN ops).
+- ``recommend_diverse``: ``recommend``'s inputs plus ``diversity``, one
+  weight a row (0 to 1), which re-ranks the best ``MAX_K`` by MMR over
+  genres (``_mmr``); 0 keeps the score order. A separate signature, so
+  ``recommend``'s inputs, which every TF Serving client must send, stay as
+  they were.
 - ``retrieve`` (models that retrieve): serialized examples and ``k`` to the
   towers' top ``k``, for the RetrievalEvaluator.
 
@@ -160,9 +163,9 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
       names.SERVING_DEFAULT: serve_raw.get_concrete_function(),
       names.SERVING_TF_EXAMPLE: serve_tf_examples.get_concrete_function(),
       names.TRANSFORM_FEATURES: transform_features.get_concrete_function(),
-      names.RECOMMEND: _make_recommend(model, tf_transform_output, raw_features, table, outputs, retrieves,
-                                       item_item),
   }
+  signatures[names.RECOMMEND], signatures[names.RECOMMEND_DIVERSE] = _make_recommend(
+      model, tf_transform_output, raw_features, table, outputs, retrieves, item_item)
   if retrieves:
     signatures[names.RETRIEVE] = make_retrieve_signature(
         model, model.tft_layer, raw_spec, tf_transform_output.vocabulary_by_name(f.MOVIE_VOCAB), item_item)
@@ -193,11 +196,11 @@ def recommend_input_names(raw_features: Sequence[str], table: Sequence[f.Feature
   """The request inputs of ``recommend`` for a model reading ``raw_features``.
 
   Its user and context features (``features.REQUEST_ROLES``), the history
-  lists (always: they say what to leave out), k and the diversity weight.
+  lists (always: they say what to leave out), and k.
   """
   request = set(f.names(f.USER, table=table) + f.names(f.CONTEXT, table=table))
   wanted = set(raw_features) | {f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS}
-  return [x.name for x in table if x.name in wanted and x.name in request] + [names.K, names.DIVERSITY]
+  return [x.name for x in table if x.name in wanted and x.name in request] + [names.K]
 
 
 class _Plan:
@@ -284,8 +287,9 @@ def _seen(index: tf.lookup.StaticHashTable, history: tf.Tensor, row_of_id: np.nd
 
 def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, raw_features: Sequence[str],
                     table: Sequence[f.Feature], outputs: Sequence[f.Output],
-                    retrieves: bool, item_item: bool = False) -> tf.types.experimental.ConcreteFunction:
-  """The ``recommend`` signature: brute-force top-K over the catalog.
+                    retrieves: bool, item_item: bool = False) -> Tuple[tf.types.experimental.ConcreteFunction,
+                                                                       tf.types.experimental.ConcreteFunction]:
+  """The ``recommend`` and ``recommend_diverse`` signatures: brute-force top-K over the catalog.
 
   A model that retrieves scores by its towers: the candidates' vectors are
   computed once here and saved as constants, and a call costs one
@@ -298,10 +302,9 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
   catalog_np = read_catalog(tf_transform_output)
   candidates_np = _candidates(catalog_np, raw_features, table)
   n_movies = len(catalog_np[f.MOVIE_ID])
-  specs = signature_inputs([n for n in recommend_input_names(raw_features, table)
-                            if n not in (names.K, names.DIVERSITY)], table)
+  specs = signature_inputs([n for n in recommend_input_names(raw_features, table) if n != names.K], table)
   specs[names.K] = tf.TensorSpec(shape=[None], dtype=tf.int32, name=names.K)
-  specs[names.DIVERSITY] = tf.TensorSpec(shape=[None], dtype=tf.float32, name=names.DIVERSITY)
+  diverse_specs = {**specs, names.DIVERSITY: tf.TensorSpec(shape=[None], dtype=tf.float32, name=names.DIVERSITY)}
   genre_names = sorted({g for row in catalog_np[f.GENRES] for g in row if g})
   catalog_genres = np.array([[g in set(row) for g in genre_names] for row in catalog_np[f.GENRES]], np.float32)
   plan = _Plan(model.TRANSFORM_OUTPUTS, table, outputs)
@@ -339,8 +342,7 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
         features[key] = tf.reshape(per_movie, tf.concat([[batch * n_movies], tf.shape(value)[1:]], 0))
     return tf.reshape(model(features), [batch, n_movies])
 
-  @tf.function(input_signature=[specs])
-  def recommend(inputs):
+  def top_movies(inputs, diversity=None):
     request = {n: v for n, v in inputs.items() if n in raw_features}
     batch = tf.shape(inputs[names.K])[0]
     request_features = _transform(model, to_parsed(request, table), table)
@@ -353,13 +355,17 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
     movie_ids = tf.constant(catalog_np[f.MOVIE_ID])
     scores = tf.where(_seen(model.recommend_movie_index, inputs[f.HISTORY_MOVIE_IDS], row_of_id), -np.inf, scores)
     k = tf.clip_by_value(inputs[names.K], 0, min(names.MAX_K, n_movies))
-    top = tf.math.top_k(scores, k=min(names.MAX_K, n_movies))
-    # The greedy loop costs ~100 small steps: only batches that ask for variety run it.
-    indices, values = tf.cond(tf.reduce_any(inputs[names.DIVERSITY] > 0),
-                              lambda: _mmr(top.indices, top.values, inputs[names.DIVERSITY], catalog_genres),
-                              lambda: (top.indices, top.values))
     width = tf.reduce_max(tf.concat([k, [0]], 0))
-    indices, values = indices[:, :width], values[:, :width]
+    if diversity is None:
+      top = tf.math.top_k(scores, k=width)
+      indices, values = top.indices, top.values
+    else:
+      top = tf.math.top_k(scores, k=min(names.MAX_K, n_movies))
+      # The greedy loop costs ~100 small steps: only batches that ask for variety run it.
+      indices, values = tf.cond(tf.reduce_any(diversity > 0),
+                                lambda: _mmr(top.indices, top.values, diversity, catalog_genres),
+                                lambda: (top.indices, top.values))
+      indices, values = indices[:, :width], values[:, :width]
     # Rows asking for fewer than the batch's largest k, or users who have
     # seen almost everything, are padded: movie id '', score 0.
     valid = (tf.range(tf.shape(indices)[1])[None, :] < k[:, None]) & tf.math.is_finite(values)
@@ -369,7 +375,15 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
         names.SCORES: tf.where(valid, values, 0.0),
     }
 
-  return recommend.get_concrete_function()
+  @tf.function(input_signature=[specs])
+  def recommend(inputs):
+    return top_movies(inputs)
+
+  @tf.function(input_signature=[diverse_specs])
+  def recommend_diverse(inputs):
+    return top_movies({n: v for n, v in inputs.items() if n != names.DIVERSITY}, inputs[names.DIVERSITY])
+
+  return recommend.get_concrete_function(), recommend_diverse.get_concrete_function()
 
 
 def _mmr(indices: tf.Tensor, values: tf.Tensor, weight: tf.Tensor, genres: np.ndarray) -> Tuple[tf.Tensor, tf.Tensor]:
