@@ -26,7 +26,9 @@ from contract import names
 _DTYPES = {'DT_STRING': 'string', 'DT_INT64': 'int64', 'DT_INT32': 'int32', 'DT_FLOAT': 'float32'}
 # Served over REST; transform_features is for the Evaluator and returns
 # tensors TF Serving's JSON has no use for.
-SERVED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.RECOMMEND)
+SERVED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.RECOMMEND, names.EXPLAIN)
+# Signatures whose one row scores many (the catalog; 2^groups coalitions): smaller merged batches.
+_HEAVY = (names.RECOMMEND, names.EXPLAIN)
 
 
 class Options:
@@ -35,7 +37,7 @@ class Options:
   Args:
     max_batch_rows: largest merged batch per signature; recommend's rows
       each score the whole catalog, so it gets its own, smaller bound.
-    max_recommend_rows: the same for recommend.
+    max_recommend_rows: the same for recommend and explain.
     workers: batcher threads per signature.
   """
 
@@ -51,10 +53,9 @@ class Signature:
     self.inputs = {n: InputSpec(n, _DTYPES[t['dtype']], len(t['tensor_shape'].get('dim', [])))
                    for n, t in definition['inputs'].items()}
     self.outputs = sorted(definition['outputs'])
-    is_recommend = name == names.RECOMMEND
     self.batcher = batcher_lib.Batcher(
-        fn, max_rows=options.max_recommend_rows if is_recommend else options.max_batch_rows,
-        workers=options.workers, trim=_trim_to_k if is_recommend else None,
+        fn, max_rows=options.max_recommend_rows if name in _HEAVY else options.max_batch_rows,
+        workers=options.workers, trim=_trim_to_k if name == names.RECOMMEND else None,
         on_batch=(lambda stats: on_batch(name, stats)) if on_batch else None)
 
   def example(self) -> Dict[str, np.ndarray]:
@@ -106,7 +107,7 @@ class Servable:
     Raises whatever TensorFlow raises: a version that cannot answer the
     defaults is not served.
     """
-    for name in (names.SERVING_DEFAULT, names.RECOMMEND):
+    for name in (names.SERVING_DEFAULT, names.RECOMMEND, names.EXPLAIN):
       if name in self.signatures:
         self.signatures[name].batcher.submit(self.signatures[name].example(), 1).result()
 

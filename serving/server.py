@@ -11,6 +11,11 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
   field optional;
+* ``POST /v1/models/{name}[/versions/{v}]:explain``: recommend's body plus a
+  ``movie_id``: why the model scores that movie so for that user
+  (serving/explain.py, docs/app.md);
+* ``GET  /v1/models/{name}[/versions/{v}]/catalog``: the movies it recommends from;
+* ``GET  /app/``: the model app, a page over these routes (serving/app/);
 * ``POST /v1/users/{id}/ratings`` (with ``--feature-store``): one rating event
   or ``{"events": [...]}``; then ``:recommend`` and ``:predict`` take
   ``{"user_id": "196"}`` and the store fills what the caller leaves out
@@ -42,7 +47,7 @@ import tornado.httpserver  # noqa: E402
 import tornado.netutil  # noqa: E402
 import tornado.web  # noqa: E402
 
-from serving import codec, feature_store, model_store  # noqa: E402
+from serving import codec, explain, feature_store, model_store  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from serving.request_log import RequestLog  # noqa: E402
 from contract import names  # noqa: E402
@@ -50,6 +55,8 @@ from transforms import features as f  # noqa: E402
 
 DEFAULT_MODEL_NAME = names.MODEL_NAME
 _LOGGED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE)
+# The model app's static files (no build step), served at /app/.
+APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'app')
 
 
 class Config:
@@ -222,8 +229,8 @@ class PredictHandler(_Handler):
   ROUTE = 'predict'
 
   async def post(self, name: str, version: Optional[str], verb: str):
-    if verb not in ('predict', 'recommend'):
-      raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend").')
+    if verb not in ('predict', 'recommend', 'explain'):
+      raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend", ":explain").')
     self.ROUTE = verb  # only known verbs: a label per made-up verb would grow /metrics without bound
     wanted = self.check_model(name, version)
     body = self.json_body()
@@ -231,6 +238,8 @@ class PredictHandler(_Handler):
     try:
       if verb == 'predict':
         self.write_json(200, await self._predict(servable, body))
+      elif verb == 'explain':
+        self.write_json(200, await self._explain(servable, body))
       else:
         self.write_json(200, await self._recommend(servable, body))
     finally:
@@ -275,6 +284,15 @@ class PredictHandler(_Handler):
         for m, t, s in zip(ids, titles, scores) if m]}
 
 
+  async def _explain(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
+    signature = self._signature(servable, names.EXPLAIN)
+    movies = explain.load_catalog(servable.path)
+    row = explain.explain_instance(body, signature.inputs, self.state.feature_store, movies)
+    arrays, _ = codec.parse_predict({'instances': [row]}, signature.inputs, self.state.config.limits)
+    outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
+    return explain.format_explanation(outputs, row, movies, servable.version)
+
+
 def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]) -> Dict[str, Any]:
   """The convenience route's body as one recommend instance, defaults filled in.
 
@@ -314,6 +332,17 @@ class RatingsHandler(_Handler):
     self.write_json(200, feature_store.apply_events(self.state.feature_store, user_id, self.json_body()))
 
 
+class CatalogHandler(_Handler):
+  ROUTE = 'catalog'
+
+  def get(self, name: str, version: Optional[str] = None):
+    servable = self.state.store.acquire(self.check_model(name, version))
+    try:
+      self.write_json(200, explain.catalog(servable.path, servable.version))
+    finally:
+      servable.release()
+
+
 class HealthHandler(_Handler):
   ROUTE = 'healthz'
 
@@ -343,7 +372,7 @@ class MetricsHandler(_Handler):
 class NotFoundHandler(_Handler):
   def prepare(self):
     raise codec.BadRequest(f'No route for {self.request.method} {self.request.path}; see /v1/models/<name>, '
-                           '/v1/models/<name>/metadata, /v1/models/<name>:predict, /healthz, /readyz, /metrics.',
+                           '/v1/models/<name>/metadata, /v1/models/<name>:predict, /app/, /healthz, /readyz, /metrics.',
                            status=404)
 
 
@@ -351,6 +380,7 @@ def make_app(state: _State) -> tornado.web.Application:
   model = r'/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?'
   routes = [
       (model + r'/metadata', MetadataHandler),
+      (model + r'/catalog', CatalogHandler),
       (model + r':(?P<verb>[A-Za-z]+)', PredictHandler),
       (model, StatusHandler),
       (r'/v1/users/(?P<user_id>[^/]+)/ratings', RatingsHandler),
@@ -358,7 +388,9 @@ def make_app(state: _State) -> tornado.web.Application:
       (r'/readyz', ReadyHandler),
       (r'/metrics', MetricsHandler),
   ]
-  return tornado.web.Application([(p, h, {'state': state}) for p, h in routes],
+  app = [(r'/app', tornado.web.RedirectHandler, {'url': '/app/'}),
+         (r'/app/(.*)', tornado.web.StaticFileHandler, {'path': APP_DIR, 'default_filename': 'index.html'})]
+  return tornado.web.Application([(p, h, {'state': state}) for p, h in routes] + app,
                                  default_handler_class=NotFoundHandler, default_handler_args={'state': state})
 
 
