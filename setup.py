@@ -35,5 +35,7 @@ setuptools.setup(
         # serving/feature_store: the Redis backend and the event stream (pinned through Beam already).
         'redis==5.3.1',
     ],
-    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4']},
+    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4',
+                            # tests/test_app.py drives Debian's Chromium with it (no browser download).
+                            'playwright==1.65.2']},
 )

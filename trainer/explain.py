@@ -30,8 +30,11 @@ rating, so a path integral over ids needs a model that takes embeddings; with
 eight groups the exact Shapley values cost one batch of 256 rows and satisfy
 completeness without a step-count trade-off.
 """
+import argparse
 import math
-from typing import Dict, Sequence
+import os
+import shutil
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +45,8 @@ from transforms import features as f
 
 # 2^G rows per explained pair: 12 groups would be 4,096.
 MAX_GROUPS = 10
+# Raw inputs by name to scores [B].
+Scorer = Callable[[Dict[str, tf.Tensor]], tf.Tensor]
 
 
 def coalitions(n_groups: int) -> np.ndarray:
@@ -80,13 +85,23 @@ def _without_each(values: tf.Tensor, pad) -> tf.Tensor:
   return tf.gather(padded, index, axis=1)
 
 
-def make_explain_signature(model: tf.keras.Model, raw_features: Sequence[str],
+def model_scorer(model: tf.keras.Model, table: Sequence[f.Feature] = f.FEATURES) -> Scorer:
+  """raw inputs -> [B] scores, as ``serving_default`` computes them: range checks, Transform, the model.
+
+  ``model`` must have ``tft_layer`` tracked (``make_serving_signatures`` does that).
+  """
+  def score(raw: Dict[str, tf.Tensor]) -> tf.Tensor:
+    return tf.reshape(model(signatures._transform(model, signatures.to_parsed(raw, table), table)), [-1])
+  return score
+
+
+def make_explain_signature(score: Scorer, raw_features: Sequence[str],
                            table: Sequence[f.Feature] = f.FEATURES) -> tf.types.experimental.ConcreteFunction:
   """Builds ``explain`` for a rating model.
 
   Args:
-    model: a rating model with ``tft_layer`` tracked (``make_serving_signatures``
-      does that) whose call takes transformed features and returns [B, 1].
+    score: raw inputs (``serving_default``'s, by name) to scores [B]: ``model_scorer(model)``, or a
+      loaded ``serving_default`` (``add_to_saved_model``).
     raw_features: the raw inputs of its ``serving_default``.
     table: the feature table; groups come from ``Feature.group``.
 
@@ -105,13 +120,10 @@ def make_explain_signature(model: tf.keras.Model, raw_features: Sequence[str],
   n_coalitions = len(present)
   history = f.HISTORY_MOVIE_IDS in raw_features
 
-  def score(raw: Dict[str, tf.Tensor]) -> tf.Tensor:
-    return tf.reshape(model(model.tft_layer(signatures.to_parsed(raw, table))), [-1])
-
   @tf.function(input_signature=[signatures.signature_inputs(raw_features, table)])
   def explain(inputs):
     batch = tf.shape(inputs[raw_features[0]])[0]
-    predictions = tf.reshape(model(signatures._transform(model, signatures.to_parsed(inputs, table), table)), [-1])
+    predictions = score(inputs)
     # Every coalition of every row: row b's coalitions are rows b * C .. b * C + C - 1.
     rows = {}
     for name, value in inputs.items():
@@ -142,3 +154,33 @@ def make_explain_signature(model: tf.keras.Model, raw_features: Sequence[str],
 
   return explain.get_concrete_function()
 
+
+
+def add_to_saved_model(source: str, target: str) -> None:
+  """Saves the SavedModel at ``source`` again at ``target``, with ``explain`` built on its ``serving_default``.
+
+  For a model pushed before ``explain`` existed: the scores are its own
+  ``serving_default``'s, so nothing is retrained. ``assets.extra`` is copied.
+  """
+  loaded = tf.saved_model.load(source)
+  serve = loaded.signatures[names.SERVING_DEFAULT]
+  taken = serve.structured_input_signature[1]
+  raw_features = [x.name for x in f.FEATURES if x.name in taken]
+
+  def score(raw: Dict[str, tf.Tensor]) -> tf.Tensor:
+    return tf.reshape(serve(**raw)[names.PREDICTION_KEY], [-1])
+
+  signatures_out = dict(loaded.signatures)
+  signatures_out[names.EXPLAIN] = make_explain_signature(score, raw_features)
+  tf.saved_model.save(loaded, target, signatures=signatures_out)
+  extra = os.path.join(source, 'assets.extra')
+  if tf.io.gfile.exists(extra):
+    shutil.copytree(extra, os.path.join(target, 'assets.extra'), dirs_exist_ok=True)
+
+
+if __name__ == '__main__':
+  parser = argparse.ArgumentParser(prog='python -m trainer.explain', description=add_to_saved_model.__doc__)
+  parser.add_argument('source', help='a SavedModel version folder')
+  parser.add_argument('target', help='where to save it with explain (a new version folder)')
+  args = parser.parse_args()
+  add_to_saved_model(args.source, args.target)

@@ -184,7 +184,8 @@ def serving_signatures(params: hp.HParams, model: tf.keras.Model,
   entry = registry.get(params.model)
   signatures = make_serving_signatures(model, tf_transform_output, retrieves=entry.retrieves)
   if entry.rates:
-    signatures[names.EXPLAIN] = explain.make_explain_signature(model, f.raw_inputs(model.TRANSFORM_OUTPUTS))
+    signatures[names.EXPLAIN] = explain.make_explain_signature(explain.model_scorer(model),
+                                                              f.raw_inputs(model.TRANSFORM_OUTPUTS))
   return signatures
 
 

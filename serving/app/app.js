@@ -78,7 +78,7 @@ async function recommend() {
     const fresh = before.size > 0 && !before.has(r.movie_id);
     const why = el('div', {class: 'why', 'data-testid': `why-${r.movie_id}`});
     const item = el('li', {class: fresh ? 'new' : '', 'data-testid': 'recommendation', 'data-movie-id': r.movie_id},
-                    r.title, el('span', {class: 'score'}, `predicted ${r.score.toFixed(2)}`),
+                    r.title, el('span', {class: 'score'}, `score ${r.score.toFixed(2)}`),
                     fresh ? el('span', {class: 'badge'}, 'new') : '', ' ',
                     el('button', {'data-testid': `explain-${r.movie_id}`, onclick: () => explain(r, why)}, 'Why?'),
                     why);
@@ -93,12 +93,12 @@ async function explain(recommendation, box) {
   box.replaceChildren();
   if (answer.history.length) {
     answer.history.forEach((h) => box.append(el('div', {'data-testid': 'because'},
-        `Because you rated ${h.title} ${h.rating}★ (${Math.round(100 * h.share)}% of what your ratings added)`)));
+        `Because you rated ${h.title} ${h.rating}★ (${Math.round(100 * h.share)}% of the lift from your ratings)`)));
   } else {
     box.append(el('div', {class: 'muted'}, 'None of your ratings raised this score.'));
   }
   box.append(el('div', {class: 'muted'},
-      `Predicted ${answer.score.toFixed(2)} against ${answer.baseline_score.toFixed(2)} for someone we know ` +
+      `Predicted rating ${answer.score.toFixed(2)}★, against ${answer.baseline_score.toFixed(2)}★ for someone we know ` +
       'nothing about; what made the difference:'));
   const largest = Math.max(1e-9, ...answer.groups.map((g) => Math.abs(g.attribution)));
   answer.groups.forEach((g) => {
