@@ -1,5 +1,6 @@
 """The explain signature on tiny real SavedModels: completeness, the baseline, leave-one-out, groups from the table."""
 import itertools
+import pathlib
 
 import numpy as np
 import pytest
@@ -98,3 +99,10 @@ def test_history_contributions_are_exact_leave_one_out(tiny_models, tiny_transfo
     expected = out[names.PREDICTION_KEY][0] - _call(serve, [without])[names.PREDICTION_KEY][0, 0]
     assert contributions[t] == pytest.approx(expected, abs=1e-5)
   assert np.abs(contributions).max() > 1e-4
+
+
+def test_docs_name_every_explanation_group_and_the_tolerance():
+  text = (pathlib.Path(__file__).resolve().parents[1] / 'docs' / 'app.md').read_text()
+  for group in f.groups(f.SERVING_FEATURES):
+    assert f'`{group}`' in text, group
+  assert f'{names.EXPLAIN_TOLERANCE:g}' in text

@@ -7,7 +7,8 @@ const $ = (id) => document.getElementById(id);
 
 async function call(method, path, body) {
   const response = await fetch(path, {
-    method, headers: {'Content-Type': 'application/json'}, body: body === undefined ? undefined : JSON.stringify(body)});
+    method, headers: {'Content-Type': 'application/json'},
+    body: body === undefined ? undefined : JSON.stringify(body)});
   const payload = await response.json();
   if (!response.ok) {
     $('error').textContent = payload.error || `${method} ${path}: ${response.status}`;
@@ -98,12 +99,13 @@ async function explain(recommendation, box) {
     box.append(el('div', {class: 'muted'}, 'None of your ratings raised this score.'));
   }
   box.append(el('div', {class: 'muted'},
-      `Predicted rating ${answer.score.toFixed(2)}★, against ${answer.baseline_score.toFixed(2)}★ for someone we know ` +
-      'nothing about; what made the difference:'));
+      `Predicted rating ${answer.score.toFixed(2)}★, against ${answer.baseline_score.toFixed(2)}★ for ` +
+      'someone we know nothing about; what made the difference:'));
   const largest = Math.max(1e-9, ...answer.groups.map((g) => Math.abs(g.attribution)));
   answer.groups.forEach((g) => {
     const width = Math.round(120 * Math.abs(g.attribution) / largest);
-    box.append(el('div', {}, el('span', {class: `bar ${g.attribution >= 0 ? 'up' : 'down'}`, style: `width: ${width}px`}),
+    const bar = el('span', {class: `bar ${g.attribution >= 0 ? 'up' : 'down'}`, style: `width: ${width}px`});
+    box.append(el('div', {}, bar,
                   `${g.group} ${g.attribution >= 0 ? '+' : ''}${g.attribution.toFixed(3)}`));
   });
 }
