@@ -14,8 +14,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup lint chromium redis-server run serve feature-store app test test-unit test-e2e test-compile bench-pipeline \
-	bench-quality bench-index bench-serving bench-scale bench-feature-store clean
+.PHONY: setup lint chromium redis-server wrk run serve feature-store app test test-unit test-e2e test-compile \
+	bench-pipeline bench-quality bench-index bench-serving bench-scale bench-feature-store clean
 
 setup: $(STAMP)
 
@@ -85,10 +85,17 @@ bench-quality: $(STAMP)
 bench-index: $(STAMP)
 	$(PY) -m benchmarks.bench_index
 
+# wrk drives bench-serving; installed from Debian when root, as chromium is.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk; } || \
+	  { echo 'wrk is missing: sudo apt-get install -y wrk'; exit 1; }
+
 # Serves the newest pushed model under outputs/ (run `make run` first) and
-# loads it with 50 concurrent clients on loopback.
-bench-serving: $(STAMP)
-	$(PY) -m benchmarks.bench_serving
+# loads it with 50 connections on loopback, under wrk and a Python generator.
+# BENCH_SERVING_ARGS: e.g. --model-base-path /tmp/out/serving/movielens_ranking
+bench-serving: $(STAMP) wrk
+	$(PY) -m benchmarks.bench_serving $(BENCH_SERVING_ARGS)
 
 # 100K, 1M and 10M synthetic ratings (10M only when 1M projects it under 25
 # min a stage). BENCH_SCALE_ARGS: e.g. --sizes 100000,1000000

@@ -11,7 +11,7 @@ setuptools.setup(
     python_requires='>=3.10,<3.11',
     packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*',
                                                'kubeflow*', 'serving*']),
-    package_data={'components': ['*/README.md']},
+    package_data={'components': ['*/README.md', 'eval_report/templates/*.j2'], 'serving': ['app/*.html', 'app/*.js']},
     install_requires=[
         'tfx==1.16.0',
         'tensorflow==2.16.2',
@@ -29,8 +29,9 @@ setuptools.setup(
         'pyarrow==10.0.1',
         'numpy==1.26.4',
         'kfp==2.5.0',
-        # serving/: the local server (pinned through TFX already; imported directly).
-        'tornado==6.5.10',
+        # serving/: the local server's HTTP (granian, RSGI), JSON and metrics; docs/serving.md says why these.
+        'granian==2.8.9',
+        'orjson==3.13.0',
         'prometheus_client==0.26.0',
         # serving/feature_store: the Redis backend and the event stream (pinned through Beam already).
         'redis==5.3.1',

@@ -48,6 +48,10 @@ RETRIEVAL_EVALUATOR = 'RetrievalEvaluator'
 EVAL_REPORT = 'EvalReport'
 PUSHER = 'Pusher'
 
+# The output key of EvalReport's final blessing, which the Pusher and the
+# baseline Resolver read.
+FINAL_BLESSING_KEY = 'model_blessing'
+
 # Artifact file names.
 QUARANTINE_SUMMARY_FILE = 'summary.json'  # ExampleGen's counts of quarantined rows
 QUARANTINE_ROWS_FILE = 'quarantine.jsonl'  # the quarantined rows themselves

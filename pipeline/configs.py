@@ -23,6 +23,9 @@ DEFAULT_TUNER_TRIALS = 5
 DEFAULT_TUNER_EPOCHS = 2
 # A candidate may be this much worse than the last blessed model (run-to-run noise).
 DEFAULT_RMSE_TOLERANCE = 0.01
+# And, as well, not significantly worse on the same test examples (EvalReport's
+# paired bootstrap).
+DEFAULT_REQUIRE_NOT_WORSE = True
 
 
 @dataclasses.dataclass
@@ -58,7 +61,11 @@ class PipelineConfig:
       components' custom_config, and so into their cache keys.
     transform_statistics: have Transform compute pre/post-transform statistics.
     rmse_threshold: the Evaluator blesses only models under this test RMSE.
-    rmse_tolerance: allowed RMSE increase over the latest blessed model.
+    rmse_tolerance: allowed RMSE increase over the latest blessed model
+      (TFMA's change threshold); None: no such threshold.
+    require_not_worse: bless only a candidate whose paired RMSE difference
+      with the latest blessed model is not significantly above zero
+      (EvalReport), instead of or as well as ``rmse_tolerance``.
     baseline_resolver: compare with the latest blessed model (a Resolver
       node). Off for open-source KFP 2.x, which cannot run Resolver nodes:
       the Evaluator then blesses on ``rmse_threshold`` alone.
@@ -86,7 +93,8 @@ class PipelineConfig:
   trainer_fingerprint: str = ''
   transform_statistics: bool = False
   rmse_threshold: float = DEFAULT_RMSE_THRESHOLD
-  rmse_tolerance: float = DEFAULT_RMSE_TOLERANCE
+  rmse_tolerance: Optional[float] = DEFAULT_RMSE_TOLERANCE
+  require_not_worse: bool = DEFAULT_REQUIRE_NOT_WORSE
   baseline_resolver: bool = True
   baseline_excludes_candidate: bool = False
   pipeline_name: str = PIPELINE_NAME

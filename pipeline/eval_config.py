@@ -13,7 +13,8 @@ evaluation report (``components/eval_report/``) gives its slices.
   raw features come from the examples; the others are Transform outputs that
   TFMA gets by calling each model's ``transform_features`` signature.
 - **Gate**: on the overall slice only, RMSE under a value threshold and at
-  most a tolerance above the baseline (the latest blessed model).
+  most a tolerance above the baseline (the latest blessed model); EvalReport
+  can require as well that the paired difference is not significantly worse.
 - **Fairness**: the spread of RMSE across the gender and the age slices,
   which the report computes from TFMA's per-slice values.
 """
@@ -129,14 +130,14 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
   Args:
     config: the pipeline settings; ``rmse_threshold`` and ``rmse_tolerance``
-      set the gate.
+      (None: no change threshold) set TFMA's part of the gate.
 
   Returns:
     An EvalConfig for one model; TFX's Evaluator adds the baseline's spec.
   """
   # A MetricConfig's plain ``threshold`` applies to every slice, and a small
   # slice (a rare genre) would then veto every model: gate the overall slice.
-  tolerance = config.rmse_tolerance if config.baseline_resolver else None
+  tolerance = config.rmse_tolerance if config.baseline_resolver else None  # None: no change threshold
   gate = tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()],
                                       threshold=rmse_threshold(config.rmse_threshold, tolerance))
   return tfma.EvalConfig(

@@ -229,7 +229,8 @@ def summarize(metadata_path: str, pipeline_name: str, wall_s: float) -> dict:
   evaluation = run_summary.output_uri(store, run_id, names.EVALUATOR, 'evaluation')
   if evaluation:
     summary['test_metrics'] = run_summary.evaluation_metrics(evaluation)
-  blessing = run_summary.output_uri(store, run_id, names.EVALUATOR, 'blessing')
+  # EvalReport's blessing is the one the Pusher reads.
+  blessing = run_summary.output_uri(store, run_id, names.EVAL_REPORT, names.FINAL_BLESSING_KEY)
   if blessing:
     summary['blessed'] = bool(run_summary.artifact_properties(store, blessing).get('blessed', 0))
   report = run_summary.output_uri(store, run_id, names.EVAL_REPORT, 'report')

@@ -9,7 +9,7 @@ from components import idempotent_pusher
 from contract import names
 from pipeline import baseline
 from components.data_validator import DataValidator
-from components.eval_report import EvalReport
+from components.eval_report import EvalReport, spec as eval_report_spec
 from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from components.retrieval_evaluator import RetrievalEvaluator
 from pipeline.configs import PipelineConfig
@@ -118,19 +118,23 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
   # Locally, never the candidate itself: comparing a model with itself would
   # rerun the Evaluator on the first rerun after every blessing.
   model_resolver = None
+  # EvalReport's blessing, the one the Pusher reads; the Evaluator's alone
+  # may bless a model the paired test refused.
+  final_blessings = tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                    producer_component_id=names.EVAL_REPORT,
+                                    output_key=eval_report_spec.MODEL_BLESSING_KEY)
   if config.baseline_resolver and config.baseline_excludes_candidate:
     model_resolver = tfx.dsl.Resolver(
         strategy_class=baseline.LatestBlessedOtherModelStrategy,
         **{baseline.MODEL: tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-           baseline.MODEL_BLESSING: tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+           baseline.MODEL_BLESSING: final_blessings,
            baseline.CANDIDATE: trainer.outputs['model']}
     ).with_id(names.MODEL_RESOLVER)
   elif config.baseline_resolver:
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing)
-    ).with_id(names.MODEL_RESOLVER)
+        model_blessing=final_blessings).with_id(names.MODEL_RESOLVER)
 
   # TFMA on the held-out test split, overall and by slice (eval_config.py);
   # blesses the model or not.
@@ -147,7 +151,8 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id(names.RETRIEVAL_EVALUATOR)
 
   # One static page a reviewer can decide from: the blessing and why, metrics
-  # against the baseline, slices, fairness, calibration and the data.
+  # with their intervals against the baseline, slices, fairness, calibration
+  # and the data; and the final blessing, the paired test included.
   eval_report = EvalReport(
       evaluation=evaluator.outputs['evaluation'],
       blessing=evaluator.outputs['blessing'],
@@ -156,14 +161,15 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       quarantine=example_gen.outputs['quarantine'],
       anomalies=example_validator.outputs['anomalies'],
       retrieval=retrieval_evaluator.outputs['evaluation'],
-      eval_split=EVAL_SPLIT).with_id(names.EVAL_REPORT)
+      eval_split=EVAL_SPLIT,
+      require_not_worse=config.require_not_worse).with_id(names.EVAL_REPORT)
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
   # unless that same model is already there.
   pusher = tfx.components.Pusher(
       custom_executor_spec=executor_spec.ExecutorClassSpec(idempotent_pusher.Executor),
       model=trainer.outputs['model'],
-      model_blessing=evaluator.outputs['blessing'],
+      model_blessing=eval_report.outputs[eval_report_spec.MODEL_BLESSING_KEY],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=f'{config.serving_model_dir}/{config.model_name}'))).with_id(names.PUSHER)

@@ -3,14 +3,19 @@
 A call on one row costs nearly what a call on a few dozen rows costs (the
 work per call is graph dispatch and the Transform graph's fixed part), so
 under load the server runs fewer, larger calls. There is no batching
-timeout: a worker takes everything queued when it becomes free, so a lone
-request runs at once and a queue forms only while the workers are busy
-(TF Serving calls this "natural" batching; its batcher waits instead).
-TensorFlow runs on the worker threads, never on the event loop's.
+timeout: when a worker is free, it takes everything queued (up to the
+signature's row limit), so a lone request runs at once and a queue forms
+only while the workers are busy (TF Serving calls this "natural" batching;
+its batcher waits instead).
+
+Requests are queued on the event loop; each batch crosses to a worker
+thread once and its answers come back in one ``call_soon_threadsafe``, so
+the cost of a thread hop is paid per batch, not per request. Merging,
+the TensorFlow call and splitting run on the worker; TensorFlow never runs
+on the event loop.
 """
+import asyncio
 import concurrent.futures
-import queue
-import threading
 import time
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional
 
@@ -23,7 +28,7 @@ Arrays = Dict[str, np.ndarray]
 class _Job(NamedTuple):
   inputs: Arrays
   rows: int
-  future: concurrent.futures.Future
+  future: asyncio.Future
 
 
 class BatchStats(NamedTuple):
@@ -47,107 +52,123 @@ def _pad(arrays: List[np.ndarray]) -> np.ndarray:
   return np.concatenate(arrays, axis=0)
 
 
+def _merge(jobs: List[_Job]) -> Arrays:
+  if len(jobs) == 1:
+    return jobs[0].inputs
+  return {name: _pad([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
+
+
 class Batcher:
   """Runs ``fn`` on merged batches of queued requests, on worker threads.
+
+  ``submit`` and ``close`` are called on the event loop that serves the
+  requests; everything else on the workers.
 
   Args:
     fn: a signature's concrete function; takes tensors by input name and
       returns a dict of tensors whose first dimension is the batch.
     max_rows: the largest merged batch (a single larger request still runs,
       alone).
-    workers: threads calling ``fn``; TensorFlow releases the GIL inside.
+    workers: threads calling ``fn``; TensorFlow releases the GIL inside, so
+      a second one overlaps one batch's Python with another's TensorFlow.
     trim: optional ``(inputs, outputs) -> outputs`` applied to each
       request's slice, for outputs whose width depends on the batch
       (recommend's k).
-    on_batch: optional callback with each batch's BatchStats (metrics).
+    check: optional ``inputs -> Exception or None``, the request checks that
+      need whole arrays (the feature table's ranges). It runs once on the
+      merged batch; only when that finds a problem does each request get
+      checked alone, so a bad request is answered with its own error and the
+      others in its batch run without it.
+    on_batch: optional callback ``(BatchStats, outputs)`` after each batch,
+      on the worker, with the outputs each request got (metrics: observing
+      them here keeps that work off the event loop).
   """
 
   def __init__(self, fn: Callable[..., Mapping[str, tf.Tensor]], max_rows: int = 256, workers: int = 1,
                trim: Optional[Callable[[Arrays, Arrays], Arrays]] = None,
+               check: Optional[Callable[[Arrays], Optional[Exception]]] = None,
                on_batch: Optional[Callable[[BatchStats], None]] = None):
-    self._fn, self._max_rows, self._trim, self._on_batch = fn, max_rows, trim, on_batch
-    self._queue: 'queue.Queue[Optional[_Job]]' = queue.Queue()
-    self._threads = [threading.Thread(target=self._work, daemon=True, name=f'batcher-{i}') for i in range(workers)]
-    for thread in self._threads:
-      thread.start()
+    self._fn, self._max_rows, self._workers, self._trim, self._on_batch = fn, max_rows, workers, trim, on_batch
+    self._check = check
+    self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='batcher')
+    self._pending: List[_Job] = []
+    self._busy = 0
 
-  def submit(self, inputs: Arrays, rows: int) -> concurrent.futures.Future:
-    """Queues one request; the future gets its outputs (numpy) or the error TF raised."""
-    future = concurrent.futures.Future()
-    self._queue.put(_Job(inputs, rows, future))
-    return future
-
-  def close(self):
-    """Finishes what is queued, then stops the workers."""
-    for _ in self._threads:
-      self._queue.put(None)
-    for thread in self._threads:
-      thread.join()
-
-  def _take(self) -> List[Optional[_Job]]:
-    jobs = [self._queue.get()]
-    rows = jobs[0].rows if jobs[0] else 0
-    while jobs[-1] is not None and rows < self._max_rows:
-      try:
-        job = self._queue.get_nowait()
-      except queue.Empty:
-        break
-      if job is not None and rows + job.rows > self._max_rows:
-        self._queue.put(job)  # next batch; order within the queue does not matter
-        break
-      jobs.append(job)
-      rows += job.rows if job else 0
-    return jobs
-
-  def _work(self):
-    while True:
-      jobs = self._take()
-      stop = jobs[-1] is None
-      jobs = [j for j in jobs if j is not None]
-      if jobs:
-        try:
-          self._run(jobs)
-        except Exception as error:  # noqa: BLE001 -- a bug here must fail these requests, not the thread
-          for job in jobs:
-            _settle(job.future, error=error)
-      if stop:
-        return
-
-  def _call(self, inputs: Arrays) -> Arrays:
+  def call(self, inputs: Arrays) -> Arrays:
+    """One call of ``fn`` on numpy inputs, in the caller's thread (the warm-up's)."""
     outputs = self._fn(**{name: tf.constant(value) for name, value in inputs.items()})
     return {name: value.numpy() for name, value in outputs.items()}
 
-  def _run(self, jobs: List[_Job]):
+  def submit(self, inputs: Arrays, rows: int) -> asyncio.Future:
+    """Queues one request; the future gets its outputs (numpy) or the error TF raised."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    self._pending.append(_Job(inputs, rows, future))
+    if self._busy < self._workers:
+      self._dispatch(loop)
+    return future
+
+  def close(self):
+    """Stops the workers once what they run now is done (nothing is queued by then)."""
+    self._pool.shutdown(wait=False)
+
+  def _take(self) -> List[_Job]:
+    rows, n = self._pending[0].rows, 1
+    while n < len(self._pending) and rows + self._pending[n].rows <= self._max_rows:
+      rows += self._pending[n].rows
+      n += 1
+    jobs, self._pending = self._pending[:n], self._pending[n:]
+    return jobs
+
+  def _dispatch(self, loop: asyncio.AbstractEventLoop):
+    while self._pending and self._busy < self._workers:
+      jobs = [j for j in self._take() if not j.future.done()]  # a waiter that timed out is not run
+      if jobs:
+        self._busy += 1
+        self._pool.submit(self._work, loop, jobs)
+
+  def _work(self, loop: asyncio.AbstractEventLoop, jobs: List[_Job]):
     start = time.perf_counter()
-    if len(jobs) == 1:
-      merged = jobs[0].inputs
-    else:
-      merged = {name: _pad([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
     try:
-      outputs = self._call(merged)
+      results = self._run(jobs)
+    except Exception as error:  # noqa: BLE001 -- a bug here must fail these requests, not the worker
+      results = [error] * len(jobs)
+    stats = BatchStats(sum(j.rows for j in jobs), len(jobs), time.perf_counter() - start)
+    loop.call_soon_threadsafe(self._finish, loop, jobs, results)
+    if self._on_batch:
+      self._on_batch(stats, [r for r in results if not isinstance(r, Exception)])
+
+  def _run(self, jobs: List[_Job]) -> list:
+    merged = _merge(jobs)
+    if self._check and self._check(merged) is not None:
+      errors = [self._check(j.inputs) for j in jobs]
+      good = [j for j, e in zip(jobs, errors) if e is None]
+      answers = iter(self._call_split(good, _merge(good)) if good else [])
+      return [e if e is not None else next(answers) for e in errors]
+    return self._call_split(jobs, merged)
+
+  def _call_split(self, jobs: List[_Job], merged: Arrays) -> list:
+    try:
+      outputs = self.call(merged)
     except Exception as error:  # noqa: BLE001 -- handed to each waiting request, never swallowed
       if len(jobs) == 1:
-        _settle(jobs[0].future, error=error)
-        return
-      # One bad request must not fail the others it was merged with.
-      for job in jobs:
-        self._run([job])
-      return
-    offset = 0
+        return [error]
+      # One request the model rejects must not fail the others it was merged with.
+      return [self._call_split([job], job.inputs)[0] for job in jobs]
+    results, offset = [], 0
     for job in jobs:
       part = {name: value[offset:offset + job.rows] for name, value in outputs.items()}
       offset += job.rows
-      _settle(job.future, result=self._trim(job.inputs, part) if self._trim else part)
-    if self._on_batch:
-      self._on_batch(BatchStats(offset, len(jobs), time.perf_counter() - start))
+      results.append(self._trim(job.inputs, part) if self._trim else part)
+    return results
 
-
-def _settle(future: concurrent.futures.Future, result=None, error=None):
-  """Sets a future's outcome unless its waiter gave up (cancelled it) already."""
-  try:
-    if error is not None:
-      future.set_exception(error)
-    else:
-      future.set_result(result)
-  except concurrent.futures.InvalidStateError:
-    pass  # cancelled: nobody is waiting for this answer
+  def _finish(self, loop: asyncio.AbstractEventLoop, jobs: List[_Job], results: list):
+    self._busy -= 1
+    self._dispatch(loop)  # start the next batch before answering this one
+    for job, result in zip(jobs, results):
+      if job.future.done():
+        continue  # its waiter gave up (timed out)
+      if isinstance(result, Exception):
+        job.future.set_exception(result)
+      else:
+        job.future.set_result(result)

@@ -1,10 +1,10 @@
-"""The ``:explain`` and ``/catalog`` routes' logic, apart from any HTTP framework.
+"""The ``:explain``, ``/catalog`` and ``/app/`` routes' logic, apart from any HTTP framework.
 
 A route handler does three things: ``explain_instance`` (the body to one
 ``explain`` row), the model call, and ``format_explanation`` (the outputs to
-JSON); ``catalog`` answers ``GET /v1/models/{name}/catalog``. The
-``explain`` signature itself is trainer/explain.py; docs/app.md explains the
-method.
+JSON); ``catalog`` answers ``GET /v1/models/{name}/catalog`` and ``app_file``
+``GET /app/{file}``. The ``explain`` signature itself is trainer/explain.py;
+docs/app.md explains the method.
 
 The body is recommend's plus a ``movie_id``: ``{"user_id": "196",
 "movie_id": "50"}`` with a feature store, or the user's features and history
@@ -16,7 +16,7 @@ feature table's unknown value.
 """
 import functools
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -27,6 +27,10 @@ from transforms import features as f
 
 # History entries listed in an explanation, most raising first.
 TOP_HISTORY = 5
+# The model app's static files (no build step), served at /app/.
+APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'app')
+_CONTENT_TYPES = {'.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
+                  '.css': 'text/css; charset=utf-8', '.png': 'image/png'}
 
 
 class Catalog:
@@ -58,6 +62,14 @@ def load_catalog(model_path: str) -> Catalog:
 def catalog(model_path: str, version: int) -> Dict[str, Any]:
   """``GET /v1/models/{name}/catalog``: every movie the model recommends from."""
   return {'model_version': str(version), 'movies': load_catalog(model_path).movies}
+
+
+def app_file(name: str) -> Tuple[bytes, str]:
+  """``GET /app/{name}``: one of the app's files and its content type; a 404 for anything else."""
+  if name not in os.listdir(APP_DIR) or os.path.splitext(name)[1] not in _CONTENT_TYPES:
+    raise codec.BadRequest(f'No file "{name}" in the model app; open /app/.', status=404)
+  with open(os.path.join(APP_DIR, name), 'rb') as fh:
+    return fh.read(), _CONTENT_TYPES[os.path.splitext(name)[1]]
 
 
 def explain_instance(body: Any, inputs: Mapping[str, codec.InputSpec], store: Optional[feature_store.FeatureStore],

@@ -7,12 +7,12 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``GET  /v1/models/{name}[/versions/{v}]``: version status, as TF Serving;
 * ``GET  /v1/models/{name}[/versions/{v}]/metadata``: signature defs;
 * ``POST /v1/models/{name}[/versions/{v}]:predict``: ``instances`` or
-  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``;
+  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``, ``explain``;
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
   field optional;
 * ``POST /v1/models/{name}[/versions/{v}]:explain``: recommend's body plus a
-  ``movie_id``: why the model scores that movie so for that user
+  ``movie_id``: why the model rates that movie so for that user
   (serving/explain.py, docs/app.md);
 * ``GET  /v1/models/{name}[/versions/{v}]/catalog``: the movies it recommends from;
 * ``GET  /app/``: the model app, a page over these routes (serving/app/);
@@ -24,8 +24,11 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
   loaded), ``GET /metrics`` (Prometheus).
 
 Errors are TF Serving's shape, ``{"error": "..."}``, with a 4xx status for
-anything the client can fix. The server binds to 127.0.0.1 unless told
-otherwise. See serving/README.md.
+anything the client can fix. Values outside the feature table's ranges
+(``transforms/features.py``) are a 400 that names the range. The server
+binds to 127.0.0.1 unless told otherwise. HTTP is granian's (RSGI: the
+parser and the sockets are Rust, the handlers run on one asyncio loop);
+docs/serving.md says why. See serving/README.md.
 """
 import os
 
@@ -36,16 +39,18 @@ import asyncio  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Dict, List, Optional  # noqa: E402
+from typing import Any, Awaitable, Callable, Dict, List, NamedTuple, Optional, Pattern, Sequence, Tuple  # noqa: E402
 
 from absl import logging  # noqa: E402
+from granian.constants import Interfaces  # noqa: E402
+from granian.log import LogLevels  # noqa: E402
+from granian.server.embed import Server as GranianServer  # noqa: E402
 import numpy as np  # noqa: E402
+import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tornado.httpserver  # noqa: E402
-import tornado.netutil  # noqa: E402
-import tornado.web  # noqa: E402
 
 from serving import codec, explain, feature_store, model_store  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
@@ -55,8 +60,7 @@ from transforms import features as f  # noqa: E402
 
 DEFAULT_MODEL_NAME = names.MODEL_NAME
 _LOGGED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE)
-# The model app's static files (no build step), served at /app/.
-APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'app')
+_JSON = 'application/json'
 
 
 class Config:
@@ -67,13 +71,16 @@ class Config:
     model_name: the name in URLs.
     host, port: where to listen; port 0 picks a free one.
     poll_s: seconds between looks for a new version.
-    max_body_bytes: larger bodies get 413.
+    max_body_bytes: larger bodies get 413 (read to the end and dropped, so
+      the client reads the answer rather than a reset connection).
     limits: rows per request and values per list.
     options: batching options.
     request_log, request_log_sample: CSV path for the request log (None: off),
       and the fraction of requests logged.
     request_timeout_s: a request the model has not answered by then gets a
       503 instead of waiting on (the model call itself is not interrupted).
+    features: the feature table whose ranges every request is checked
+      against (``transforms.features.FEATURES``).
     feature_store: a SQLite file or redis:// URL (None: no by-id requests).
   """
 
@@ -81,128 +88,48 @@ class Config:
                port: int = 8501, poll_s: float = 1.0, max_body_bytes: int = 1 << 20,
                limits: Optional[codec.Limits] = None, options: Optional[model_store.Options] = None,
                request_log: Optional[str] = None, request_log_sample: float = 1.0, request_timeout_s: float = 30.0,
-               feature_store: Optional[str] = None):
+               features: Sequence[f.Feature] = f.FEATURES, feature_store: Optional[str] = None):
     self.model_base_path, self.model_name, self.host, self.port = model_base_path, model_name, host, port
     self.poll_s, self.max_body_bytes = poll_s, max_body_bytes
     self.limits = limits or codec.Limits()
     self.options = options or model_store.Options()
     self.request_log, self.request_log_sample = request_log, request_log_sample
     self.request_timeout_s = request_timeout_s
+    self.features = tuple(features)
     self.feature_store = feature_store
 
 
-class _State:
-  """Shared by every handler: the model store, metrics, limits and the request log."""
-
-  def __init__(self, config: Config):
-    self.config = config
-    self.metrics = Metrics()
-    self.store = model_store.ModelStore(
-        config.model_name, config.model_base_path, config.options, config.poll_s,
-        on_batch=self.metrics.on_batch, on_load=self._on_load)
-    self.request_log = None
-    if config.request_log:
-      self.request_log = RequestLog(config.request_log, config.request_log_sample,
-                                    on_drop=self.metrics.request_log_dropped.inc)
-    self.feature_store = feature_store.open_store(config.feature_store) if config.feature_store else None
-
-  def _on_load(self, version: int, ok: bool, seconds: float):
-    self.metrics.model_loads.labels(self.config.model_name, 'ok' if ok else 'failed').inc()
-    if ok:
-      self.metrics.model_version.labels(self.config.model_name).set(version)
+class Response(NamedTuple):
+  status: int
+  body: bytes
+  content_type: str = _JSON
 
 
-class _Handler(tornado.web.RequestHandler):
-  """JSON in and out, errors as ``{"error": ...}``, a metric per request."""
+def _dumps(payload: Any) -> bytes:
+  return orjson.dumps(payload)
 
-  ROUTE = 'other'
 
-  def initialize(self, state: _State):
-    self.state = state
-    self._start = time.perf_counter()
+def _error(status: int, message: str) -> Response:
+  return Response(status, _dumps({'error': message}))
 
-  def set_default_headers(self):
-    self.set_header('Content-Type', 'application/json')
 
-  def prepare(self):
-    length = self.request.headers.get('Content-Length')
-    if length and length.isdigit() and int(length) > self.state.config.max_body_bytes:
-      raise codec.BadRequest(f'The body is {length} bytes; at most {self.state.config.max_body_bytes}. '
-                             'Split the batch.', status=413)
+def _finite(arrays) -> bool:
+  return all(np.isfinite(a).all() for a in arrays if a.dtype.kind == 'f')
 
-  def write_json(self, status: int, payload: Any):
-    self.set_status(status)
-    # NaN and Infinity are written as TF Serving writes them (a model fed
-    # extreme values can produce them); strict JSON has no spelling for them.
-    self.finish(json.dumps(payload, ensure_ascii=False))
 
-  def write_error(self, status_code: int, **kwargs):
-    error = kwargs.get('exc_info', (None, None, None))[1]
-    if isinstance(error, codec.BadRequest):
-      self.set_status(error.status)
-      message = str(error)
-    elif isinstance(error, tornado.web.HTTPError):
-      message = error.log_message or self._reason
-    else:
-      message = f'Internal error ({type(error).__name__}); the server logged it.' if error else self._reason
-    self.finish(json.dumps({'error': message}))
-
-  def log_exception(self, typ, value, tb):
-    if not isinstance(value, codec.BadRequest):  # a client error is not the server's to log
-      super().log_exception(typ, value, tb)
-
-  def on_finish(self):
-    name = self.path_kwargs.get('name') or (self.path_args[0] if self.path_args else '')
-    model = name if name == self.state.config.model_name else ''
-    self.state.metrics.requests.labels(model, self.ROUTE, str(self.get_status())).inc()
-    self.state.metrics.latency.labels(model, self.ROUTE).observe(time.perf_counter() - self._start)
-
-  def json_body(self) -> Dict[str, Any]:
+def _json_body(body: bytes) -> Dict[str, Any]:
+  try:
+    decoded = orjson.loads(body)
+  except orjson.JSONDecodeError:
+    # orjson refuses NaN, integers beyond 64 bits and lone surrogates; the
+    # standard library reads them, so the checks can say what is wrong.
     try:
-      body = json.loads(self.request.body)
+      decoded = json.loads(body)
     except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
       raise codec.BadRequest(f'The body is not valid JSON: {str(error)[:200]}.') from None
-    if not isinstance(body, dict):
-      raise codec.BadRequest('The body must be a JSON object.')
-    return body
-
-  def check_model(self, name: str, version: Optional[str]) -> Optional[int]:
-    if name != self.state.config.model_name:
-      raise codec.BadRequest(f'Servable not found for request: Latest({name}); this server serves '
-                             f'"{self.state.config.model_name}".', status=404)
-    if version is None:
-      return None
-    if not version.isdigit():
-      raise codec.BadRequest(f'The version must be a positive integer, got "{version}".')
-    return int(version)
-
-
-def _version_status(version: int) -> Dict[str, Any]:
-  return {'version': str(version), 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}}
-
-
-class StatusHandler(_Handler):
-  ROUTE = 'status'
-
-  def get(self, name: str, version: Optional[str] = None):
-    servable = self.state.store.acquire(self.check_model(name, version))
-    try:
-      self.write_json(200, {'model_version_status': [_version_status(servable.version)]})
-    finally:
-      servable.release()
-
-
-class MetadataHandler(_Handler):
-  ROUTE = 'metadata'
-
-  def get(self, name: str, version: Optional[str] = None):
-    servable = self.state.store.acquire(self.check_model(name, version))
-    try:
-      self.write_json(200, {
-          'model_spec': {'name': name, 'signature_name': '', 'version': str(servable.version)},
-          'metadata': {'signature_def': {'signature_def': servable.signature_defs}}})
-    finally:
-      servable.release()
+  if not isinstance(decoded, dict):
+    raise codec.BadRequest('The body must be a JSON object.')
+  return decoded
 
 
 def _tf_reason(message: str) -> str:
@@ -213,91 +140,274 @@ def _tf_reason(message: str) -> str:
   return message[:300]
 
 
-async def _run(signature: model_store.Signature, arrays: Dict[str, np.ndarray],
-               timeout_s: float) -> Dict[str, np.ndarray]:
-  rows = len(next(iter(arrays.values())))
-  try:
-    return await asyncio.wait_for(asyncio.wrap_future(signature.batcher.submit(arrays, rows)), timeout_s)
-  except asyncio.TimeoutError:
-    raise codec.BadRequest(f'The model did not answer within {timeout_s:g} s (the server is overloaded); '
-                           'retry later.', status=503) from None
-  except tf.errors.InvalidArgumentError as error:
-    raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
+def _version_status(version: int) -> Dict[str, Any]:
+  return {'version': str(version), 'state': 'AVAILABLE', 'status': {'error_code': 'OK', 'error_message': ''}}
 
 
-class PredictHandler(_Handler):
-  ROUTE = 'predict'
+class Route(NamedTuple):
+  """``handler(body, **groups)`` answers ``method`` on paths matching ``pattern``; ``label`` names it in /metrics."""
+  method: str
+  pattern: Pattern
+  handler: Callable[..., Awaitable[Response]]
+  label: str
 
-  async def post(self, name: str, version: Optional[str], verb: str):
-    if verb not in ('predict', 'recommend', 'explain'):
-      raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend", ":explain").')
-    self.ROUTE = verb  # only known verbs: a label per made-up verb would grow /metrics without bound
-    wanted = self.check_model(name, version)
-    body = self.json_body()
-    servable = self.state.store.acquire(wanted)
+
+_MODEL = r'/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?'
+
+
+class App:
+  """The routes, their handlers and what they share: the model store, metrics, limits and the request log.
+
+  An RSGI application (granian calls ``__rsgi__``); ``handle`` is the part
+  that knows no HTTP server.
+  """
+
+  def __init__(self, config: Config):
+    self.config = config
+    self.metrics = Metrics()
+    self.store = model_store.ModelStore(
+        config.model_name, config.model_base_path, config.options, config.poll_s,
+        on_batch=lambda signature, stats, outputs: self.metrics.on_batch(config.model_name, signature, stats, outputs),
+        on_load=self._on_load, make_check=self._range_check)
+    self.request_log = None
+    if config.request_log:
+      self.request_log = RequestLog(config.request_log, config.request_log_sample,
+                                    on_drop=self.metrics.request_log_dropped.inc)
+    self.feature_store = feature_store.open_store(config.feature_store) if config.feature_store else None
+    # To add a route, add a line here (first match wins).
+    self.routes: List[Route] = [
+        self.route('POST', _MODEL + r':predict', self.predict, 'predict'),
+        self.route('POST', _MODEL + r':recommend', self.recommend, 'recommend'),
+        self.route('POST', _MODEL + r':explain', self.explain, 'explain'),
+        self.route('POST', _MODEL + r':(?P<verb>[^/]*)', self.unknown_verb, 'other'),
+        self.route('GET', _MODEL + r'/metadata', self.metadata, 'metadata'),
+        self.route('GET', _MODEL + r'/catalog', self.catalog, 'catalog'),
+        self.route('GET', _MODEL, self.status, 'status'),
+        self.route('POST', r'/v1/users/(?P<user_id>[^/]+)/ratings', self.ratings, 'ratings'),
+        self.route('GET', r'/healthz', self.healthz, 'healthz'),
+        self.route('GET', r'/readyz', self.readyz, 'readyz'),
+        self.route('GET', r'/metrics', self.prometheus, 'metrics'),
+        self.route('GET', r'/app/?(?P<file>[^/]*)', self.app, 'app'),
+    ]
+
+  @staticmethod
+  def route(method: str, pattern: str, handler: Callable[..., Awaitable[Response]], label: str) -> Route:
+    return Route(method, re.compile(pattern), handler, label)
+
+  def _on_load(self, version: int, ok: bool, seconds: float):
+    self.metrics.model_loads.labels(self.config.model_name, 'ok' if ok else 'failed').inc()
+    if ok:
+      self.metrics.model_version.labels(self.config.model_name).set(version)
+
+  # The HTTP side.
+
+  async def __rsgi__(self, scope, proto):
+    start = time.perf_counter()
+    length = scope.headers.get('content-length')
+    if length is not None and length.isdigit() and int(length) <= self.config.max_body_bytes:
+      body = await proto()
+    else:
+      body = await self._read_limited(proto)
+    if body is None:
+      response, label, model = _error(413, f'The body is over {self.config.max_body_bytes} bytes, the limit '
+                                      '(--max-body-bytes). Split the batch.'), 'other', ''
+    else:
+      response, label, model = await self.handle(scope.method, scope.path, body)
+    proto.response_bytes(response.status, [('content-type', response.content_type)], response.body)
+    self.metrics.observe_request(model, label, response.status, time.perf_counter() - start)
+
+  async def _read_limited(self, proto) -> Optional[bytes]:
+    """The body, or None once it passes the limit; the rest is read and dropped so the answer reaches the client."""
+    chunks, size = [], 0
+    async for chunk in proto:
+      size += len(chunk)
+      if size <= self.config.max_body_bytes:
+        chunks.append(chunk)
+      elif chunks:
+        chunks = []
+    return b''.join(chunks) if size <= self.config.max_body_bytes else None
+
+  async def handle(self, method: str, path: str, body: bytes) -> Tuple[Response, str, str]:
+    """(the response, the route's metrics label, the model name when it is the served one)."""
+    for route in self.routes:
+      match = route.pattern.fullmatch(path)
+      if match is None:
+        continue
+      groups = match.groupdict()
+      model = self.config.model_name if groups.get('name') == self.config.model_name else ''
+      if method != route.method:
+        if any(r.method == method and r.pattern.fullmatch(path) for r in self.routes):
+          continue
+        return _error(405, f'{method} is not allowed on {path}; use {route.method}.'), route.label, model
+      try:
+        return await route.handler(body, **groups), route.label, model
+      except codec.BadRequest as error:
+        return _error(error.status, str(error)), route.label, model
+      except Exception as error:  # noqa: BLE001 -- logged with its stack; the client gets a 500, not a reset
+        logging.exception('Internal error on %s %s', method, path)
+        return _error(500, f'Internal error ({type(error).__name__}); the server logged it.'), route.label, model
+    return _error(404, f'No route for {method} {path}; see /v1/models/<name>, /v1/models/<name>/metadata, '
+                  '/v1/models/<name>:predict, /app/, /healthz, /readyz, /metrics.'), 'other', ''
+
+  # Handlers.
+
+  def _acquire(self, name: str, version: Optional[str]) -> model_store.Servable:
+    if name != self.config.model_name:
+      raise codec.BadRequest(f'Servable not found for request: Latest({name}); this server serves '
+                             f'"{self.config.model_name}".', status=404)
+    if version is not None and not version.isdigit():
+      raise codec.BadRequest(f'The version must be a positive integer, got "{version}".')
+    return self.store.acquire(None if version is None else int(version))
+
+  async def status(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    servable = self._acquire(name, version)
+    servable.release()
+    return Response(200, _dumps({'model_version_status': [_version_status(servable.version)]}))
+
+  async def metadata(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    servable = self._acquire(name, version)
+    servable.release()
+    return Response(200, _dumps({
+        'model_spec': {'name': name, 'signature_name': '', 'version': str(servable.version)},
+        'metadata': {'signature_def': {'signature_def': servable.signature_defs}}}))
+
+  async def unknown_verb(self, body: bytes, name: str, version: Optional[str], verb: str) -> Response:
+    raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend", ":explain").')
+
+  async def predict(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    request = _json_body(body)
+    servable = self._acquire(name, version)
     try:
-      if verb == 'predict':
-        self.write_json(200, await self._predict(servable, body))
-      elif verb == 'explain':
-        self.write_json(200, await self._explain(servable, body))
-      else:
-        self.write_json(200, await self._recommend(servable, body))
+      signature = _signature(servable, request.pop('signature_name', names.SERVING_DEFAULT))
+      if self.feature_store and signature.name == names.SERVING_DEFAULT:
+        request = feature_store.resolve_predict(self.feature_store, request, signature.inputs)
+      arrays, row_format = codec.parse_predict(request, signature.inputs, self.config.limits)
+      outputs = await self._run(signature, arrays)
     finally:
       servable.release()
+    self._log(servable, signature.name, arrays, outputs)
+    payload = codec.format_predict(outputs, row_format)
+    # TF Serving writes NaN and Infinity (a model can produce them); orjson would write null.
+    return Response(200, _dumps(payload) if _finite(outputs.values()) else json.dumps(payload).encode())
 
-  def _signature(self, servable: model_store.Servable, name: Any) -> model_store.Signature:
-    if not isinstance(name, str) or name not in servable.signatures:
-      raise codec.BadRequest(f'Serving signature name: {json.dumps(name)} not found; this model serves '
-                             f'{sorted(servable.signatures)}.')
-    return servable.signatures[name]
-
-  async def _predict(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
-    body = dict(body)
-    signature = self._signature(servable, body.pop('signature_name', names.SERVING_DEFAULT))
-    if self.state.feature_store and signature.name == names.SERVING_DEFAULT:
-      body = feature_store.resolve_predict(self.state.feature_store, body, signature.inputs)
-    arrays, row_format = codec.parse_predict(body, signature.inputs, self.state.config.limits)
-    outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
-    self._observe(servable, signature.name, arrays, outputs)
-    return codec.format_predict(outputs, row_format)
-
-  def _observe(self, servable, signature: str, arrays, outputs):
-    metrics = self.state.metrics
-    if names.SCORES in outputs:
-      metrics.observe_predictions(servable.name, signature, outputs[names.SCORES][outputs[names.MOVIE_IDS] != b''])
-    elif 'predictions' in outputs:
-      metrics.observe_predictions(servable.name, signature, np.ravel(outputs['predictions']))
-      if self.state.request_log and signature in _LOGGED_SIGNATURES:
-        self.state.request_log.log(servable.version, signature, arrays, outputs['predictions'])
-
-  async def _recommend(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
-    signature = self._signature(servable, names.RECOMMEND)
-    if self.state.feature_store:
-      body = feature_store.resolve_recommend(self.state.feature_store, body, signature.inputs)
-    arrays, _ = codec.parse_predict({'instances': [_recommend_instance(body, signature.inputs)]},
-                                    signature.inputs, self.state.config.limits)
-    outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
-    self._observe(servable, names.RECOMMEND, arrays, outputs)
+  async def recommend(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    request = _json_body(body)
+    servable = self._acquire(name, version)
+    try:
+      signature = _signature(servable, names.RECOMMEND)
+      if self.feature_store:
+        request = feature_store.resolve_recommend(self.feature_store, request, signature.inputs)
+      arrays, _ = codec.parse_predict({'instances': [_recommend_instance(request, signature.inputs)]},
+                                      signature.inputs, self.config.limits)
+      outputs = await self._run(signature, arrays)
+    finally:
+      servable.release()
     ids, titles, scores = (outputs[n][0] for n in (names.MOVIE_IDS, names.TITLES, names.SCORES))
-    return {'model_version': str(servable.version), 'recommendations': [
-        {'movie_id': m.decode(), 'title': t.decode('utf-8', 'replace'), 'score': float(s)}
-        for m, t, s in zip(ids, titles, scores) if m]}
+    recommendations = [{'movie_id': m.decode(), 'title': t.decode('utf-8', 'replace'), 'score': s}
+                       for m, t, s in zip(ids, titles, scores.tolist()) if m]
+    payload = {'model_version': str(servable.version), 'recommendations': recommendations}
+    return Response(200, _dumps(payload) if _finite([scores]) else json.dumps(payload).encode())
+
+  async def explain(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    request = _json_body(body)
+    servable = self._acquire(name, version)
+    try:
+      signature = _signature(servable, names.EXPLAIN)
+      movies = explain.load_catalog(servable.path)
+      row = explain.explain_instance(request, signature.inputs, self.feature_store, movies)
+      arrays, _ = codec.parse_predict({'instances': [row]}, signature.inputs, self.config.limits)
+      outputs = await self._run(signature, arrays)
+    finally:
+      servable.release()
+    return Response(200, _dumps(explain.format_explanation(outputs, row, movies, servable.version)))
+
+  async def catalog(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    servable = self._acquire(name, version)
+    servable.release()
+    return Response(200, _dumps(explain.catalog(servable.path, servable.version)))
+
+  async def app(self, body: bytes, file: str) -> Response:
+    content, content_type = explain.app_file(file or 'index.html')
+    return Response(200, content, content_type)
+
+  async def ratings(self, body: bytes, user_id: str) -> Response:
+    if self.feature_store is None:
+      raise codec.BadRequest('This server has no feature store; start it with --feature-store.', status=404)
+    return Response(200, _dumps(feature_store.apply_events(self.feature_store, user_id, _json_body(body))))
+
+  async def healthz(self, body: bytes) -> Response:
+    return Response(200, b'{"status":"ok"}')
+
+  async def readyz(self, body: bytes) -> Response:
+    servable = self.store.current()
+    if servable is None:
+      return _error(503, f'No version under {self.config.model_base_path} has loaded yet.')
+    return Response(200, _dumps({'status': 'ready', 'model': servable.name, 'version': str(servable.version)}))
+
+  async def prometheus(self, body: bytes) -> Response:
+    return Response(200, self.metrics.exposition(), CONTENT_TYPE)
+
+  # The hot path's parts.
+
+  def _range_check(self, inputs: Dict[str, codec.InputSpec]):
+    """A signature's range check from the feature table, for its batcher (None when no input has a range).
+
+    The batcher checks each merged batch once, and each request alone only
+    when the batch has a bad value, so one bad request fails alone.
+    """
+    table, columns = self.config.features, _ranged_inputs(inputs, self.config.features)
+    if not columns:
+      return None
+
+    def check(arrays: Dict[str, np.ndarray]) -> Optional[codec.BadRequest]:
+      message = f.check_columns({n: arrays[n] for n in columns}, table)
+      return codec.BadRequest(message) if message else None
+    return check
+
+  async def _run(self, signature: model_store.Signature, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    rows = len(next(iter(arrays.values())))
+    timeout_s = self.config.request_timeout_s
+    try:
+      return await asyncio.wait_for(signature.batcher.submit(arrays, rows), timeout_s)
+    except asyncio.TimeoutError:
+      raise codec.BadRequest(f'The model did not answer within {timeout_s:g} s (the server is overloaded); '
+                             'retry later.', status=503) from None
+    except tf.errors.InvalidArgumentError as error:
+      raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
+
+  def _log(self, servable: model_store.Servable, signature: str, arrays, outputs):
+    if self.request_log and signature in _LOGGED_SIGNATURES:
+      self.request_log.log(servable.version, signature, arrays, outputs[names.PREDICTION_KEY])
+
+  def close(self):
+    self.store.stop()
+    if self.request_log:
+      self.request_log.close()
+    if self.feature_store:
+      self.feature_store.close()
 
 
-  async def _explain(self, servable: model_store.Servable, body: Dict[str, Any]) -> Dict[str, Any]:
-    signature = self._signature(servable, names.EXPLAIN)
-    movies = explain.load_catalog(servable.path)
-    row = explain.explain_instance(body, signature.inputs, self.state.feature_store, movies)
-    arrays, _ = codec.parse_predict({'instances': [row]}, signature.inputs, self.state.config.limits)
-    outputs = await _run(signature, arrays, self.state.config.request_timeout_s)
-    return explain.format_explanation(outputs, row, movies, servable.version)
+def _ranged_inputs(inputs: Sequence[str], table: Sequence[f.Feature]) -> Tuple[str, ...]:
+  """The inputs the table gives a range, and those their values align with (to tell padding from values)."""
+  by_name = {x.name: x for x in table}
+  ranged = [n for n in inputs if n in by_name and by_name[n].valid_range is not None]
+  aligned = [by_name[n].aligned_with for n in ranged if by_name[n].aligned_with in inputs]
+  return tuple(dict.fromkeys(ranged + aligned))
+
+
+def _signature(servable: model_store.Servable, name: Any) -> model_store.Signature:
+  if not isinstance(name, str) or name not in servable.signatures:
+    raise codec.BadRequest(f'Serving signature name: {json.dumps(name)} not found; this model serves '
+                           f'{sorted(servable.signatures)}.')
+  return servable.signatures[name]
 
 
 def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]) -> Dict[str, Any]:
   """The convenience route's body as one recommend instance, defaults filled in.
 
-  Unknown strings are "" (out of vocabulary), user_age and timestamp 0 (the
-  signature's default age, and now), no history, k = DEFAULT_K.
+  What the body leaves out is the feature table's ``unknown`` ("" for
+  strings, 0 for user_age and timestamp: the signature's default age, and
+  now), no history, and k = DEFAULT_K.
   """
   unknown = sorted(set(body) - set(inputs))
   if unknown:
@@ -323,125 +433,65 @@ def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]
   return instance
 
 
-class RatingsHandler(_Handler):
-  ROUTE = 'ratings'
-
-  def post(self, user_id: str):
-    if self.state.feature_store is None:
-      raise codec.BadRequest('This server has no feature store; start it with --feature-store.', status=404)
-    self.write_json(200, feature_store.apply_events(self.state.feature_store, user_id, self.json_body()))
+def _free_port(host: str) -> int:
+  with socket.socket() as s:
+    s.bind((host, 0))
+    return s.getsockname()[1]
 
 
-class CatalogHandler(_Handler):
-  ROUTE = 'catalog'
+def _granian(app: App, host: str, port: int) -> GranianServer:
+  # One Rust I/O thread: on two cores a second one only takes time from Python (docs/serving.md).
+  return GranianServer(app, address=host, port=port, interface=Interfaces.RSGI, runtime_threads=1,
+                       backlog=2048, websockets=False, log_enabled=True, log_level=LogLevels.warning)
 
-  def get(self, name: str, version: Optional[str] = None):
-    servable = self.state.store.acquire(self.check_model(name, version))
+
+def _wait_listening(host: str, port: int, deadline: float) -> bool:
+  while time.monotonic() < deadline:
     try:
-      self.write_json(200, explain.catalog(servable.path, servable.version))
-    finally:
-      servable.release()
-
-
-class HealthHandler(_Handler):
-  ROUTE = 'healthz'
-
-  def get(self):
-    self.write_json(200, {'status': 'ok'})
-
-
-class ReadyHandler(_Handler):
-  ROUTE = 'readyz'
-
-  def get(self):
-    servable = self.state.store.current()
-    if servable is None:
-      self.write_json(503, {'error': f'No version under {self.state.config.model_base_path} has loaded yet.'})
-    else:
-      self.write_json(200, {'status': 'ready', 'model': servable.name, 'version': str(servable.version)})
-
-
-class MetricsHandler(_Handler):
-  ROUTE = 'metrics'
-
-  def get(self):
-    self.set_header('Content-Type', CONTENT_TYPE)
-    self.finish(self.state.metrics.exposition())
-
-
-class NotFoundHandler(_Handler):
-  def prepare(self):
-    raise codec.BadRequest(f'No route for {self.request.method} {self.request.path}; see /v1/models/<name>, '
-                           '/v1/models/<name>/metadata, /v1/models/<name>:predict, /app/, /healthz, /readyz, /metrics.',
-                           status=404)
-
-
-def make_app(state: _State) -> tornado.web.Application:
-  model = r'/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?'
-  routes = [
-      (model + r'/metadata', MetadataHandler),
-      (model + r'/catalog', CatalogHandler),
-      (model + r':(?P<verb>[A-Za-z]+)', PredictHandler),
-      (model, StatusHandler),
-      (r'/v1/users/(?P<user_id>[^/]+)/ratings', RatingsHandler),
-      (r'/healthz', HealthHandler),
-      (r'/readyz', ReadyHandler),
-      (r'/metrics', MetricsHandler),
-  ]
-  app = [(r'/app', tornado.web.RedirectHandler, {'url': '/app/'}),
-         (r'/app/(.*)', tornado.web.StaticFileHandler, {'path': APP_DIR, 'default_filename': 'index.html'})]
-  return tornado.web.Application([(p, h, {'state': state}) for p, h in routes] + app,
-                                 default_handler_class=NotFoundHandler, default_handler_args={'state': state})
+      with socket.create_connection((host, port), timeout=1):
+        return True
+    except OSError:
+      time.sleep(0.02)
+  return False
 
 
 class Server:
   """The server on an event loop of its own thread: for tests and benchmarks.
 
-  ``start()`` returns the port once a version is served (or ``wait_s`` ran out).
+  ``start()`` returns the port once a version is served (or ``wait_s`` ran
+  out) and the socket accepts connections.
   """
 
   def __init__(self, config: Config):
     self.config = config
-    self.state = _State(config)
+    self.app = App(config)
     self.port: Optional[int] = None
     self._loop: Optional[asyncio.AbstractEventLoop] = None
-    self._http: Optional[tornado.httpserver.HTTPServer] = None
+    self._http: Optional[GranianServer] = None
     self._thread: Optional[threading.Thread] = None
 
-  def _listen(self) -> int:
-    sockets = tornado.netutil.bind_sockets(self.config.port, self.config.host)
-    # Bodies up to twice the limit are read and answered 413 with a message;
-    # beyond that tornado drops the connection after a bare 400.
-    self._http = tornado.httpserver.HTTPServer(make_app(self.state), max_body_size=2 * self.config.max_body_bytes)
-    self._http.add_sockets(sockets)
-    return sockets[0].getsockname()[1]
-
   def start(self, wait_s: float = 60.0) -> int:
-    self.state.store.start(wait_s)
-    ready = threading.Event()
+    self.app.store.start(wait_s)
+    self.port = self.config.port or _free_port(self.config.host)
+    self._loop = asyncio.new_event_loop()
+    self._http = _granian(self.app, self.config.host, self.port)
 
     def run():
-      self._loop = asyncio.new_event_loop()
       asyncio.set_event_loop(self._loop)
-      self.port = self._listen()
-      ready.set()
-      self._loop.run_forever()
+      self._loop.run_until_complete(self._http.serve())
 
     self._thread = threading.Thread(target=run, daemon=True, name='http')
     self._thread.start()
-    ready.wait()
+    if not _wait_listening(self.config.host, self.port, time.monotonic() + 30):
+      raise RuntimeError(f'The server did not listen on {self.config.host}:{self.port}.')
     return self.port
 
   def stop(self):
-    if self._loop:
+    if self._thread:
       self._loop.call_soon_threadsafe(self._http.stop)
-      self._loop.call_soon_threadsafe(self._loop.stop)
       self._thread.join()
-    self.state.store.stop()
-    if self.state.request_log:
-      self.state.request_log.close()
-    if self.state.feature_store:
-      self.state.feature_store.close()
+      self._loop.close()
+    self.app.close()
 
 
 def parse_args(argv: Optional[List[str]] = None) -> Config:
@@ -456,9 +506,12 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--max-body-bytes', type=int, default=1 << 20)
   parser.add_argument('--max-instances', type=int, default=1000, help='examples in one request')
   parser.add_argument('--max-list', type=int, default=256, help='values in one list input of one example')
-  parser.add_argument('--max-batch-rows', type=int, default=512, help='rows in one merged predict call')
-  parser.add_argument('--max-recommend-rows', type=int, default=16, help='users in one merged recommend call')
-  parser.add_argument('--workers', type=int, default=1, help='threads calling each signature')
+  defaults = model_store.Options()
+  parser.add_argument('--max-batch-rows', type=int, default=defaults.max_batch_rows,
+                      help='rows in one merged predict call')
+  parser.add_argument('--max-recommend-rows', type=int, default=defaults.max_recommend_rows,
+                      help='users in one merged recommend call')
+  parser.add_argument('--workers', type=int, default=defaults.workers, help='threads calling each signature')
   parser.add_argument('--request-log', default=None,
                       help='CSV of served examples for `python -m pipeline.validate LOG --kind serving`')
   parser.add_argument('--request-log-sample', type=float, default=1.0, help='fraction of requests logged')
@@ -470,27 +523,23 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
                 model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
-                args.request_log, args.request_log_sample, args.request_timeout_s, args.feature_store)
+                args.request_log, args.request_log_sample, args.request_timeout_s,
+                feature_store=args.feature_store)
 
 
 async def _serve(config: Config):
-  server = Server(config)
-  state = server.state
+  app = App(config)
   # Serve at once; /readyz says 503 until a version has loaded.
-  state.store.start()
-  port = server._listen()
-  logging.info('Serving %s from %s on http://%s:%d', config.model_name, config.model_base_path, config.host, port)
-  stopped = asyncio.Event()
+  app.store.start()
+  http = _granian(app, config.host, config.port)
   loop = asyncio.get_running_loop()
+  # Kubernetes sends SIGTERM: granian stops accepting and lets requests in flight finish.
   for signum in (signal.SIGINT, signal.SIGTERM):
-    loop.add_signal_handler(signum, stopped.set)
-  await stopped.wait()
-  # Kubernetes sends SIGTERM: stop accepting, let requests in flight finish.
-  server._http.stop()
-  await server._http.close_all_connections()
-  state.store.stop()
-  if state.request_log:
-    state.request_log.close()
+    loop.add_signal_handler(signum, http.stop)
+  logging.info('Serving %s from %s on http://%s:%d', config.model_name, config.model_base_path, config.host,
+               config.port)
+  await http.serve()
+  app.close()
 
 
 def main(argv: Optional[List[str]] = None) -> int:

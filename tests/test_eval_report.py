@@ -25,7 +25,7 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import json_utils, proto_utils
 
 from components.data_validator import checks, report as validation_report
-from components.eval_report import executor as report_executor, report, spec
+from components.eval_report import executor as report_executor, report, spec, stats
 from components.movielens_example_gen import QuarantinedRows, summary as quarantine_summary
 from components.retrieval_evaluator import executor as retrieval_executor
 from components.retrieval_evaluator.spec import RetrievalEvaluation
@@ -43,8 +43,10 @@ pytestmark = pytest.mark.unit
 # on the value threshold while the (generous) change threshold passes.
 UNREACHABLE_RMSE = 0.5
 GENEROUS_TOLERANCE = 10.0
-SECTIONS = {'decision', 'overall', 'fairness', 'slices', 'distributions', 'calibration', 'retrieval', 'data',
+SECTIONS = {'decision', 'overall', 'fairness', 'slices', 'distributions', 'calibration', 'retrieval', 'method', 'data',
             'provenance'}
+# 150 test ratings: with this minimum, gender slices are big enough and some age buckets are not.
+MIN_SLICE_COUNT = 30
 INSTALL_HINT = 'apt-get install -y chromium'
 
 
@@ -135,16 +137,23 @@ def evaluated(tiny_transform, tmp_path_factory):
   retrieval_executor.Executor().Do({'examples': [examples], 'model': [candidate]}, {'evaluation': [retrieval]}, {})
 
   report_artifact = _artifact(spec.EvaluationReport, root / 'report')
+  final_blessing = _artifact(standard_artifacts.ModelBlessing, root / 'final_blessing')
+  (root / 'final_blessing').mkdir()
   report_executor.Executor().Do(
       {spec.EVALUATION_KEY: [evaluation], spec.BLESSING_KEY: [blessing], spec.MODEL_KEY: [candidate],
        spec.EXAMPLES_KEY: [examples],
        spec.QUARANTINE_KEY: [_artifact(QuarantinedRows, quarantine)],
        spec.ANOMALIES_KEY: [_artifact(standard_artifacts.ExampleAnomalies, anomalies)],
        spec.RETRIEVAL_KEY: [retrieval]},
-      {spec.REPORT_KEY: [report_artifact]}, {spec.EVAL_SPLIT_KEY: ec.EVAL_SPLIT})
+      {spec.REPORT_KEY: [report_artifact], spec.MODEL_BLESSING_KEY: [final_blessing]},
+      {spec.EVAL_SPLIT_KEY: ec.EVAL_SPLIT, spec.REQUIRE_NOT_WORSE_KEY: 1, spec.MIN_SLICE_COUNT_KEY: MIN_SLICE_COUNT})
+  with open(os.path.join(report_artifact.uri, spec.REPORT_JSON)) as fh:
+    data = json.load(fh)
   return {'root': root, 'evaluation': str(root / 'evaluation'), 'blessing': str(root / 'blessing'),
           'report': report_artifact, 'html': os.path.join(report_artifact.uri, spec.REPORT_HTML),
-          'test_rows': test_rows, 'split_counts': counts}
+          'test_rows': test_rows, 'split_counts': counts, 'final_blessing': final_blessing, 'json': data,
+          'uris': {'evaluation_uri': str(root / 'evaluation'), 'examples_uri': str(root / 'examples'),
+                   'blessing_uri': str(root / 'blessing'), 'model_uri': str(root / 'candidate')}}
 
 
 class _Dom(html.parser.HTMLParser):
@@ -233,7 +242,9 @@ def test_decision_says_not_blessed_and_why(dom, evaluated):
   assert f'RMSE is {rmse:.4f}; the gate requires under {UNREACHABLE_RMSE:g}: FAILS.' in reasons
   assert any(r.startswith('RMSE changed by') and r.endswith('passes.') for r in reasons)
   verdicts = [e['text'] for e in dom.elements if e['tag'] == 'td' and 'verdict' in e['attrs'].get('class', '')]
-  assert verdicts == ['FAIL', 'pass']  # value, then change against the baseline
+  # Value, change against the baseline, then the paired test: FAIL only when its interval is above zero.
+  diff = evaluated['json']['decision']['comparison']['interval']
+  assert verdicts == ['FAIL', 'pass', 'FAIL' if diff['low'] > 0 else 'pass']
   properties = evaluated['report'].mlmd_artifact.custom_properties
   assert properties[spec.BLESSED_PROPERTY].int_value == 0
   assert properties[spec.RMSE_PROPERTY].double_value == pytest.approx(rmse)
@@ -244,7 +255,9 @@ def test_fairness_spread_is_the_gap_between_tfma_slices(dom, evaluated):
   for role in ('candidate', 'baseline'):
     metrics = _tfma_metrics(evaluated['evaluation'], role)
     for feature in (f.USER_GENDER, ec.AGE_BUCKET_KEY):
-      values = [m[ec.RMSE] for sid, m in metrics.items() if sid.startswith(feature + '=')]
+      # Small slices are left out of the spread.
+      values = [m[ec.RMSE] for sid, m in metrics.items()
+                if sid.startswith(feature + '=') and m[ec.EXAMPLE_COUNT] >= MIN_SLICE_COUNT]
       [spread] = [e for e in dom.having('data-feature', 'td')
                   if (e['attrs']['data-feature'], e['attrs']['data-model']) == (feature, role)]
       assert float(spread['attrs']['data-value']) == pytest.approx(max(values) - min(values), abs=1e-12)
@@ -318,3 +331,125 @@ def test_screenshot_of_the_report_is_a_full_page(evaluated, tmp_path):
   assert struct.unpack('>II', header[16:24]) == (1280, 2400)
   # A blank page compresses to a few kilobytes; tables and charts do not.
   assert shot.stat().st_size > 50_000
+
+
+def _cells(dom, attribute):
+  return {tuple(e['attrs'][a] for a in ('data-ci-model', 'data-ci-slice', 'data-ci-metric')): e
+          for e in dom.having(attribute, 'td') if 'data-ci-slice' in e['attrs']}
+
+
+def test_every_slice_and_the_overall_rmse_have_an_interval_around_tfmas_value(dom, evaluated):
+  expected = _tfma_metrics(evaluated['evaluation'], 'candidate')
+  intervals = _cells(dom, 'data-ci-metric')
+  for sid, metrics in expected.items():
+    cell = intervals[('candidate', sid, ec.RMSE)]
+    low, high = float(cell['attrs']['data-low']), float(cell['attrs']['data-high'])
+    assert cell['text'] == f'[{low:.4f}, {high:.4f}]'
+    assert low < high
+    if metrics[ec.EXAMPLE_COUNT] >= MIN_SLICE_COUNT:
+      assert low <= metrics[ec.RMSE] <= high, sid
+  # The page states the method, the level and the minimum count.
+  [method] = dom.having('data-level', 'p')
+  assert method['attrs']['data-level'] == '0.95' and method['attrs']['data-min-slice-count'] == str(MIN_SLICE_COUNT)
+  assert 'bootstrap over users' in method['text'] and '95% intervals' in method['text']
+
+
+def test_the_predictions_the_intervals_come_from_give_tfmas_figures_on_every_slice(evaluated):
+  method = evaluated['json']['method']
+  assert method['mismatches'] == []
+  assert method['slices_checked'] == len(_tfma_metrics(evaluated['evaluation'], 'candidate'))
+  overall = evaluated['json']['overall']
+  assert overall['intervals'][ec.RMSE]['low'] < overall['candidate'][ec.RMSE] < overall['intervals'][ec.RMSE]['high']
+  # What the intervals cost, for the pipeline-speed budget.
+  assert 0 < method['bootstrap_seconds'] < 5 and method['predict_seconds'] > 0
+
+
+def test_small_slices_are_greyed_and_not_ranked(dom, evaluated):
+  expected = _tfma_metrics(evaluated['evaluation'], 'candidate')
+  small = {sid for sid, m in expected.items() if m[ec.EXAMPLE_COUNT] < MIN_SLICE_COUNT}
+  assert small and small != set(expected) - {'Overall'}  # the scenario has both kinds
+  rows = [e for e in dom.elements if e['tag'] == 'tr' and e['attrs'].get('data-small') == 'true']
+  assert len(rows) == len(small)
+  for group in evaluated['json']['fairness']:
+    names = {r['name'] for g in evaluated['json']['slices'] if g['feature'] == group['feature'] for r in g['rows']
+             if r['small']}
+    assert set(group['left_out']) == names
+    for role in ('candidate', 'baseline'):
+      spread = group[role]
+      if spread:
+        assert {spread['best'], spread['worst']}.isdisjoint(names)
+        assert spread['interval']['low'] <= spread['spread'] <= spread['interval']['high']
+  with open(os.path.join(evaluated['report'].uri, spec.SUMMARY_MD)) as fh:
+    worst = [line for line in fh if line.startswith('- Worst slices')]
+  for sid in small:
+    feature, value = sid.split('=', 1)
+    name = ec.slice_feature(feature).value_name(int(value) if value.isdigit() else value)
+    assert not any(f' {name} ' in line for line in worst), (sid, worst)
+
+
+def test_paired_comparison_is_on_the_page_in_words(dom, evaluated):
+  [paragraph] = dom.having('data-verdict', 'p')
+  low, high = float(paragraph['attrs']['data-low']), float(paragraph['attrs']['data-high'])
+  verdict = paragraph['attrs']['data-verdict']
+  assert verdict == ('significantly worse' if low > 0 else 'significantly better' if high < 0
+                     else 'not distinguishable from zero')
+  assert verdict in paragraph['text'] or 'not distinguishable from zero' in paragraph['text']
+  tfma_diff = _tfma_metrics(evaluated['evaluation'], 'candidate')['Overall'][ec.RMSE + '_diff']
+  assert evaluated['json']['decision']['comparison']['difference'] == pytest.approx(tfma_diff, abs=1e-4)
+  [cell] = [e for e in _cells(dom, 'data-ci-metric').values()
+            if (e['attrs']['data-ci-slice'], e['attrs']['data-ci-metric']) == ('Overall', ec.RMSE + '_diff')]
+  assert (float(cell['attrs']['data-low']), float(cell['attrs']['data-high'])) == (low, high)
+
+
+def test_the_final_blessing_is_the_reports_decision(evaluated):
+  blessing = evaluated['final_blessing']
+  blessed = evaluated['json']['decision']['blessed']
+  assert blessed is False  # TFMA refused on the value threshold
+  assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
+  assert blessing.get_int_custom_property('blessed') == 0
+  assert blessing.get_string_custom_property('current_model') == evaluated['uris']['model_uri']
+
+
+def test_seed_spread_from_bench_quality_is_quoted_next_to_rmse(dom):
+  with open(report.QUALITY_RESULTS) as fh:
+    ranking = json.load(fh)['result']['models']['ranking']
+  [spread] = dom.having('data-std', 'p')
+  assert float(spread['attrs']['data-std']) == ranking['rmse_std']
+  assert f'± {ranking["rmse_std"]:.4f}' in spread['text']
+
+
+def _comparison(worse: bool):
+  """A Comparison from synthetic paired data: a truly worse candidate, or the same model twice."""
+  rng = np.random.default_rng(0)
+  user = np.repeat(np.arange(300), 20)
+  error = rng.normal(0, 0.5, 300)[user] + rng.normal(0, 0.9, user.size)
+  labels = np.full(user.size, 3.0)
+  sums = stats.user_sums(user, 300, labels, labels + (1.03 if worse else 1.0) * error, labels + error)
+  found = stats.intervals(stats.poisson_weights(300), sums)['root_mean_squared_error_diff']
+  return report.Comparison(float(stats.metrics(sums.sum(0))['root_mean_squared_error_diff']), found)
+
+
+def test_the_gate_requires_not_significantly_worse_only_when_asked():
+  worse, same = _comparison(worse=True), _comparison(worse=False)
+  assert worse.worse and worse.verdict == 'significantly worse'
+  assert not same.worse and same.verdict == 'not distinguishable from zero'
+  # TFMA blessed (within the +0.01 tolerance, say): the paired test vetoes only when required.
+  assert report.final_blessing(True, worse, require_not_worse=True) is False
+  assert report.final_blessing(True, worse, require_not_worse=False) is True
+  assert report.final_blessing(True, same, require_not_worse=True) is True
+  # No baseline: nothing to compare, TFMA's verdict stands; TFMA's refusal always stands.
+  assert report.final_blessing(True, None, require_not_worse=True) is True
+  assert report.final_blessing(False, same, require_not_worse=True) is False
+  assert report.final_blessing(None, same, require_not_worse=True) is None
+
+
+def test_without_the_requirement_the_comparison_is_reported_not_gated(evaluated):
+  result = report.collect(require_not_worse=False, min_slice_count=MIN_SLICE_COUNT, **evaluated['uris'])
+  assert [g.kind for g in result.decision.gate] == ['value', 'change']
+  assert result.decision.comparison == report.Comparison(**{
+      k: (stats.Interval(**v) if k == 'interval' else v)
+      for k, v in evaluated['json']['decision']['comparison'].items()})
+  assert any('not gated' in reason for reason in result.decision.reasons)
+  # Typed numbers on the object: the same as the page's JSON, seeds fixed.
+  assert result.overall.intervals[ec.RMSE] == stats.Interval(**evaluated['json']['overall']['intervals'][ec.RMSE])
+  assert '95% interval' in report.to_markdown(result)

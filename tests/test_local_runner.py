@@ -10,7 +10,8 @@ from pipeline import baseline, configs, local_runner, progress
 pytestmark = pytest.mark.unit
 
 COMPONENT_IDS = ['MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'ExampleValidator', 'Transform',
-                 'Tuner', 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'RetrievalEvaluator', 'EvalReport', 'Pusher']
+                 'Tuner', 'Trainer', 'LatestBlessedModelResolver', 'Evaluator', 'RetrievalEvaluator', 'EvalReport',
+                 'Pusher']
 
 
 def _data_dir(tmp_path, ratings=b'1\t1\t5\t881250949\n'):
@@ -129,7 +130,8 @@ def test_baseline_is_the_latest_blessed_model_other_than_the_candidate():
   assert [m.id for m in pick(3)['model']] == [1] and [b.id for b in pick(3)['model_blessing']] == [11]
   assert [m.id for m in pick(1)['model']] == [3]
   assert pick(3)['candidate'] == [models[2]]
-  assert baseline.latest_blessed_other_than(models[:1], blessings[:1], models[:1]) == {'model': [], 'model_blessing': []}
+  assert baseline.latest_blessed_other_than(models[:1], blessings[:1], models[:1]) == {
+      'model': [], 'model_blessing': []}
 
 
 def test_the_local_baseline_resolver_leaves_the_candidate_out(tmp_path):
@@ -190,7 +192,8 @@ def test_module_files_go_as_paths_with_their_folders_digest_in_the_cache_key(tmp
   by_id = {c.id: c for c in pipeline.components}
   assert by_id['Transform'].exec_properties['module_file'] == configs.TRANSFORM_MODULE_FILE
   assert by_id['Trainer'].exec_properties['module_file'] == configs.TRAINER_MODULE_FILE
-  assert json.loads(by_id['Trainer'].exec_properties['custom_config'])['module_fingerprint'] == config.trainer_fingerprint
+  trainer_config = json.loads(by_id['Trainer'].exec_properties['custom_config'])
+  assert trainer_config['module_fingerprint'] == config.trainer_fingerprint
   assert json.loads(by_id['Transform'].exec_properties['custom_config'])['module_fingerprint'] == \
       config.transform_fingerprint
   assert not pipeline.components[0].spec.exec_properties.get('module_path')

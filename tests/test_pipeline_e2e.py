@@ -35,6 +35,7 @@ ALL_COMPONENTS = {'MovieLensExampleGen', 'StatisticsGen', 'ImportSchemaGen', 'Ex
 SLICE_VALUES = {'genres': 18, 'user_gender': 2, 'age_bucket_xf': 7, 'user_occupation': 21, 'new_user_xf': 2,
                 'movie_popularity_xf': 3, 'weekday_xf': 7}
 GLOBAL_MEAN_RMSE = 1.117
+ROOT_MSE = 'root_mean_squared_error'
 
 
 def _runner_args(data_dir, root):
@@ -161,6 +162,39 @@ def test_evaluation_report_numbers_are_tfmas(runs):
     retrieval = run_summary.output_uri(store, summary['run_id'], 'RetrievalEvaluator', 'evaluation')
     with open(os.path.join(retrieval, 'metrics.json')) as fh:
       assert report['retrieval'] == json.load(fh)
+    _check_intervals(report, has_baseline)
+
+
+def _check_intervals(report, has_baseline):
+  """The new sections on the real run: intervals, small slices, the paired test, and what they cost."""
+  method = report['method']
+  assert method['mismatches'] == [] and method['users'] > 100
+  # The intervals' cost stays within the pipeline-speed budget.
+  assert method['bootstrap_seconds'] < 10, method
+  for row in [r for g in report['slices'] for r in g['rows']] + [{'candidate': report['overall']['candidate'],
+                                                                    'intervals': report['overall']['intervals'],
+                                                                    'small': False}]:
+    found = row['intervals'][ROOT_MSE]
+    assert found['low'] <= found['high']
+    if not row['small']:
+      assert found['low'] <= row['candidate'][ROOT_MSE] <= found['high']
+  small = [r for g in report['slices'] for r in g['rows'] if r['small']]
+  assert small and all(r['candidate']['example_count'] < method['min_slice_count'] for r in small)
+  for item in report['fairness']:
+    spread = item['candidate']
+    assert spread['interval']['low'] <= spread['spread'] <= spread['interval']['high']
+  comparison = report['decision']['comparison']
+  if has_baseline:
+    # The rerun's candidate is the blessed model itself: exactly no difference, and blessed.
+    assert comparison['difference'] == 0.0 and comparison['interval'] == {'low': 0.0, 'high': 0.0}
+    assert report['decision']['blessed'] is True
+  else:
+    assert comparison is None
+  retrieval = report['retrieval_intervals']
+  recall = {m['name']: m for m in retrieval['overall']}['recall_at_100']
+  assert recall['model_interval']['low'] <= report['retrieval']['model']['recall_at_100'] <= \
+      recall['model_interval']['high']
+  assert {g['feature'] for g in retrieval['groups']} == {'user_gender', 'age_bucket_xf'}
 
 
 def test_evaluation_report_opens_in_chromium_and_shows_the_decision(runs, tmp_path):
@@ -177,6 +211,13 @@ def test_evaluation_report_opens_in_chromium_and_shows_the_decision(runs, tmp_pa
             e['attrs']['data-metric']) == ('candidate', 'Overall', 'root_mean_squared_error')
             and 'gate-value' not in e['attrs']['class']]
   assert cell['text'] == f'{rmse:.4f}'
+  [interval] = [e for e in dom.having('data-ci-metric', 'td')
+                if (e['attrs']['data-ci-model'], e['attrs']['data-ci-slice'], e['attrs']['data-ci-metric'])
+                == ('candidate', 'Overall', ROOT_MSE)]
+  assert float(interval['attrs']['data-low']) <= rmse <= float(interval['attrs']['data-high'])
+  [paired] = dom.having('data-verdict', 'p')
+  assert paired['attrs']['data-verdict'] == 'not distinguishable from zero'
+  assert dom.having('data-small', 'tr') and dom.having('data-min-slice-count', 'p')
 
 
 def test_report_of_a_past_run_is_regenerated_from_mlmd(runs, tmp_path):

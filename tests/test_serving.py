@@ -67,7 +67,7 @@ def start_server(base, **kwargs):
   config = server_lib.Config(str(base), NAME, port=0, poll_s=kwargs.pop('poll_s', 0.1), **kwargs)
   server = server_lib.Server(config)
   port = server.start(wait_s=120)
-  assert server.state.store.current() is not None, 'no version loaded'
+  assert server.app.store.current() is not None, 'no version loaded'
   return server, Client(port)
 
 
@@ -243,6 +243,111 @@ def test_oversized_batches_and_bodies_get_413_and_unknown_models_404(served, tin
   assert client.get('/nothing/here').status_code == 404
 
 
+OUT_OF_RANGE = [
+    # (route, field, value, the range the message must state)
+    (':recommend', f.USER_AGE, 10**12, '"user_age" must be in'),
+    (':recommend', f.USER_AGE, -5, '"user_age" must be in'),
+    (':recommend', f.TIMESTAMP, -1, '"timestamp" must be in'),
+    (':predict', f.USER_AGE, 10**12, '"user_age" must be in'),
+    (':predict', f.TIMESTAMP, -7, '"timestamp" must be in'),
+    (':predict', f.MOVIE_RATING_MEAN, 9.5, '"movie_rating_mean" must be in'),
+]
+
+
+@pytest.mark.parametrize('route,field,value,words', OUT_OF_RANGE)
+def test_values_outside_the_feature_table_get_a_400_that_states_the_range(served, tiny_transform, route, field,
+                                                                          value, words):
+  client, _ = served
+  if route == ':recommend':
+    response = client.post(f'/v1/models/{NAME}:recommend', {field: value})
+  else:
+    instance = history_instance(tiny_transform[1], 0)
+    instance[field] = value
+    response = client.post(f'/v1/models/{NAME}:predict', {'instances': [history_instance(tiny_transform[1], 1),
+                                                                         instance]})
+  assert response.status_code == 400, response.text
+  message = response.json()['error']
+  assert words in message and message == f.BY_NAME[field].check([value]), message
+
+
+def test_a_rating_outside_its_range_counts_only_where_a_movie_is_given(served):
+  client, _ = served
+  bad = client.post(f'/v1/models/{NAME}:recommend', {'history_movie_ids': ['1'], 'history_ratings': [7]})
+  assert bad.status_code == 400 and '"history_ratings" must be in' in bad.json()['error']
+  # The route pads the lists with "" and 0 itself; padding is never out of range.
+  assert client.post(f'/v1/models/{NAME}:recommend', {'history_movie_ids': ['1'], 'history_ratings': [5]}
+                     ).status_code == 200
+
+
+def test_an_out_of_range_request_fails_alone_among_concurrent_ones(served, tiny_transform):
+  client, loaded = served
+  rows = tiny_transform[1]
+  bodies = [[history_instance(rows, i)] for i in range(24)]
+  bodies[5][0]['user_age'] = 10**12
+  results = [None] * len(bodies)
+  port = client.url.rsplit(':', 1)[1]
+
+  def call(i):
+    results[i] = Client(port).post(f'/v1/models/{NAME}:predict', {'instances': bodies[i]})
+
+  threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert results[5].status_code == 400 and '"user_age" must be in' in results[5].json()['error']
+  for i, result in enumerate(results):
+    if i != 5:
+      assert result.status_code == 200, result.text
+      np.testing.assert_allclose(result.json()['predictions'], direct(loaded, bodies[i]), rtol=1e-5)
+
+
+class _Dummy(tf.Module):
+  """A model whose only input, "dummy", is a feature the default table does not have."""
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name='dummy')])
+  def serve(self, dummy):
+    return {names.PREDICTION_KEY: tf.cast(dummy, tf.float32)[:, None] * 0.5}
+
+
+def test_the_ranges_come_from_the_table_the_server_is_given(tmp_path):
+  model = _Dummy()
+  tf.saved_model.save(model, str(tmp_path / 'base' / '1'), signatures={'serving_default': model.serve})
+  dummy = f.Feature('dummy', 'int64', f.SCALAR, f.USER, 'a test feature', valid_range=(1, 10), unknown=0)
+  with_dummy, client = start_server(tmp_path / 'base', features=f.FEATURES + (dummy,))
+  default, plain = start_server(tmp_path / 'base')
+  try:
+    body = {'instances': [{'dummy': 3}, {'dummy': 11}]}
+    rejected = client.post(f'/v1/models/{NAME}:predict', body)
+    assert rejected.status_code == 400, rejected.text
+    assert rejected.json()['error'] == '"dummy" must be in 1..10, or 0 for unknown; got 11.'
+    assert client.post(f'/v1/models/{NAME}:predict', {'instances': [{'dummy': 0}, {'dummy': 10}]}).json() == {
+        'predictions': [[0.0], [5.0]]}
+    # The same server code with the default table has no range for "dummy".
+    assert plain.post(f'/v1/models/{NAME}:predict', body).json() == {'predictions': [[1.5], [5.5]]}
+  finally:
+    with_dummy.stop()
+    default.stop()
+
+
+def test_a_body_far_over_the_limit_gets_a_413_not_a_reset(served, tiny_transform):
+  client, _ = served
+  limit = client.server.config.max_body_bytes
+  hundred_mb = client.post(f'/v1/models/{NAME}:predict', b'{"instances": ["' + b'x' * (100 << 20) + b'"]}')
+  assert hundred_mb.status_code == 413 and f'over {limit} bytes' in hundred_mb.json()['error']
+  ten_mb_list = client.post(f'/v1/models/{NAME}:recommend', {'history_movie_ids': ['1'] * (2 << 20),
+                                                             'history_ratings': [4] * (2 << 20)})
+  assert ten_mb_list.status_code == 413 and '--max-body-bytes' in ten_mb_list.json()['error']
+
+  def chunks():  # no Content-Length: the server counts as it reads
+    for _ in range(64):
+      yield b' ' * 65536
+  chunked = requests.post(client.url + f'/v1/models/{NAME}:predict', data=chunks(), timeout=30)
+  assert chunked.status_code == 413 and chunked.json()['error']
+  # The connection is still good for the next request.
+  assert client.post(f'/v1/models/{NAME}:recommend', {'k': 2}).status_code == 200
+
+
 def test_health_readiness_and_metrics(served, tiny_transform):
   client, _ = served
   assert client.get('/healthz').json() == {'status': 'ok'}
@@ -329,7 +434,7 @@ def test_a_version_pushed_under_load_is_served_with_no_failed_request(tiny_model
   stop.set()
   for thread in threads:
     thread.join()
-  old = [s for s in [server.state.store.current()] if s.version != 2]
+  old = [s for s in [server.app.store.current()] if s.version != 2]
   server.stop()
   assert not failures, failures[:3]
   assert versions == {'1', '2'} and not old

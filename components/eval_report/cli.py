@@ -62,6 +62,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--out', default=None, help='Folder for the report (default: <root>/eval_reports/<run id>/).')
   parser.add_argument('--split', default=eval_config.EVAL_SPLIT, help='The split the Evaluator evaluated.')
   parser.add_argument('--list', action='store_true', help='List the runs that have an evaluation, newest first.')
+  parser.add_argument('--require-not-worse', type=int, choices=(0, 1), default=int(configs.DEFAULT_REQUIRE_NOT_WORSE),
+                      help='Bless only if not significantly worse than the baseline, as the pipeline does (1).')
   return parser.parse_args(argv)
 
 
@@ -87,6 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   uris = run_artifacts(store, run_id)
   properties = run_summary.artifact_properties(store, uris['examples_uri']) if uris['examples_uri'] else {}
   result = report.collect(eval_split=args.split, examples_properties=properties, run_id=run_id,
+                          require_not_worse=bool(args.require_not_worse),
                           regenerate_command=executor.regenerate_command(run_id, root), **uris)
   paths = executor.write(args.out or os.path.join(root, 'eval_reports', _safe_name(run_id)), result)
   print(report.headline(result))

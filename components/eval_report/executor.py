@@ -1,9 +1,11 @@
-"""EvalReport executor: renders one evaluation into report.html, report.json and summary.md."""
+"""EvalReport executor: renders one evaluation into report.html, report.json and summary.md, and blesses."""
 import os
 from typing import Any, Dict, List, Optional
 
 from absl import logging
+import tensorflow as tf
 from tfx import types
+from tfx.components.evaluator import constants as evaluator_constants
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
@@ -49,8 +51,41 @@ def _custom_properties(artifact: types.Artifact) -> Dict[str, Any]:
   return out
 
 
+# What the Evaluator records on its blessing, copied so the Resolver and the
+# Pusher find the model this blessing is about.
+_COPIED_BLESSING_PROPERTIES = ('current_model', 'current_model_id', 'baseline_model', 'baseline_model_id')
+
+
+def bless(blessing: types.Artifact, blessed: Optional[bool], evaluator_blessing: Optional[types.Artifact],
+          model: Optional[types.Artifact]) -> None:
+  """Writes BLESSED or NOT_BLESSED and the ``blessed`` property, as TFX's Evaluator does.
+
+  No decision (the Evaluator had no thresholds) is not a blessing.
+  """
+  if evaluator_blessing is not None:
+    for key in _COPIED_BLESSING_PROPERTIES:
+      if evaluator_blessing.has_custom_property(key):
+        value = evaluator_blessing.get_custom_property(key)
+        (blessing.set_int_custom_property if isinstance(value, int) else blessing.set_string_custom_property)(
+            key, value)
+  if model is not None and not blessing.has_custom_property('current_model_id'):
+    blessing.set_string_custom_property('current_model', model.uri)
+    blessing.set_int_custom_property('current_model_id', model.id)
+  name = evaluator_constants.BLESSED_FILE_NAME if blessed else evaluator_constants.NOT_BLESSED_FILE_NAME
+  with tf.io.gfile.GFile(os.path.join(blessing.uri, name), 'w') as fh:
+    fh.write('')
+  blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
+                                   evaluator_constants.BLESSED_VALUE if blessed else
+                                   evaluator_constants.NOT_BLESSED_VALUE)
+
+
+def _single(input_dict: Dict[str, List[types.Artifact]], key: str) -> Optional[types.Artifact]:
+  artifacts = input_dict.get(key) or []
+  return artifacts[0] if artifacts else None
+
+
 class Executor(base_executor.BaseExecutor):
-  """Reads the Evaluator's outputs and the data checks; writes the report artifact."""
+  """Reads the Evaluator's outputs and the data checks; writes the report artifact and the final blessing."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]], output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
@@ -71,15 +106,19 @@ class Executor(base_executor.BaseExecutor):
         retrieval_uri=_uri(input_dict, spec.RETRIEVAL_KEY),
         examples_properties=_custom_properties(examples),
         run_id=run_id,
-        regenerate_command=regenerate_command(run_id, output_root))
+        regenerate_command=regenerate_command(run_id, output_root),
+        require_not_worse=bool(exec_properties.get(spec.REQUIRE_NOT_WORSE_KEY, 1)),
+        min_slice_count=int(exec_properties.get(spec.MIN_SLICE_COUNT_KEY) or report.MIN_SLICE_COUNT))
     paths = write(output.uri, result)
     output.set_string_custom_property(spec.REPORT_PATH_PROPERTY, paths['html'])
-    blessed = result['decision']['blessed']
+    blessed = result.decision.blessed
     if blessed is not None:
       output.set_int_custom_property(spec.BLESSED_PROPERTY, int(blessed))
-    rmse = result['overall']['candidate'].get(ec.RMSE)
+    rmse = result.overall.candidate.get(ec.RMSE)
     if rmse is not None:
       output.set_float_custom_property(spec.RMSE_PROPERTY, rmse)
+    for blessing in output_dict.get(spec.MODEL_BLESSING_KEY) or []:
+      bless(blessing, blessed, _single(input_dict, spec.BLESSING_KEY), _single(input_dict, spec.MODEL_KEY))
     logging.info('%s: %s\n%s', LOG_PREFIX, paths['html'], report.headline(result))
 
 

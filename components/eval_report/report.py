@@ -1,36 +1,40 @@
 """The evaluation report: what a reviewer needs to decide whether a model ships.
 
 ``collect`` reads one TFMA evaluation (with ``tfma.load_eval_result``, so
-every metric is TFMA's own), the blessing, the candidate's predictions on the
-evaluated split (for the rating distributions and the calibration plot) and
-the data checks into one JSON-ready dict; ``to_html`` and ``to_markdown``
-render it.
-The HTML page leads with the decision and its reason, then the overall
-metrics against the baseline, the fairness spreads, every slice as a table
-and a bar chart, predicted against actual ratings, the calibration plot, and
-the data the model was trained and tested on.
+every point value is TFMA's own), the blessing, the candidate's and the
+baseline's predictions on the evaluated split, the data checks and the
+retrieval metrics into a typed ``Report``; ``to_html`` and ``to_markdown``
+render it through the Jinja2 templates in ``templates/``.
+
+The predictions give what TFMA does not: the rating distributions, the
+calibration plot and, by a bootstrap over users (``stats.py``), a 95%
+interval for every metric, slice and fairness spread, and the paired RMSE
+difference against the baseline that the gate can require to be not
+significantly worse. Each slice's point value computed from the predictions
+is checked against TFMA's, so the intervals are around the numbers shown.
 """
 import dataclasses
 import datetime
-import html
 import json
 import math
 import os
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from google.protobuf import json_format
+import jinja2
+import markupsafe
 import numpy as np
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tfx.utils import path_utils
 
 from components.common import splits
-from components.eval_report import charts
+from components.eval_report import charts, stats
+from components.eval_report.stats import Interval
 from contract import names
 from pipeline import eval_config as ec
 from transforms import features as f
-
-Report = Dict[str, Any]
 
 # Rows of the metric tables, in order, with what the report calls them.
 METRICS = (
@@ -42,8 +46,8 @@ METRICS = (
     (ec.CALIBRATION, 'calibration (mean prediction / mean rating)'),
     (ec.EXAMPLE_COUNT, 'examples'),
 )
-_SHORT_NAMES = {ec.RMSE: 'RMSE', ec.MAE: 'MAE', ec.MSE: 'MSE', ec.MEAN_PREDICTION: 'mean pred.',
-                ec.MEAN_LABEL: 'mean rating', ec.CALIBRATION: 'calibration', ec.EXAMPLE_COUNT: 'examples'}
+SHORT_NAMES = {ec.RMSE: 'RMSE', ec.MAE: 'MAE', ec.MSE: 'MSE', ec.MEAN_PREDICTION: 'mean pred.',
+               ec.MEAN_LABEL: 'mean rating', ec.CALIBRATION: 'calibration', ec.EXAMPLE_COUNT: 'examples'}
 SLICE_COLUMNS = (ec.EXAMPLE_COUNT, ec.RMSE, ec.MAE, ec.MEAN_LABEL, ec.MEAN_PREDICTION, ec.CALIBRATION)
 OVERALL = 'Overall'
 _HPARAMS_FILE = os.path.join('assets.extra', names.HPARAMS_FILE)
@@ -52,12 +56,318 @@ _BLESSED_FILE, _NOT_BLESSED_FILE = 'BLESSED', 'NOT_BLESSED'
 # mean rating for everyone, which these make visible at the top of the page.
 CONCENTRATED_SHARE = 0.5    # of predictions in one quarter-star bucket
 CONSTANT_MARGIN = 0.02      # RMSE a model should gain over predicting the mean
-# The Markdown's worst slices leave out slices under this share of the examples.
-MIN_SLICE_SHARE = 0.01
+# Slices with fewer test ratings are greyed, and left out of the worst slices
+# and the fairness spreads: at 200 ratings RMSE's interval is already about
+# +-0.1 wide, the size of the gaps between slices.
+MIN_SLICE_COUNT = 200
 # The RetrievalEvaluator's output file.
 RETRIEVAL_METRICS = names.RETRIEVAL_METRICS_FILE
 BUCKET_WIDTH = 0.25         # of the prediction histogram and the calibration plot, in stars
+# `make bench-quality`'s results: the run-to-run spread over seeds, by model.
+QUALITY_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               'docs', 'results', 'quality.json')
+# A computed point value may differ from TFMA's by float32 rounding only.
+_POINT_TOLERANCE = 1e-4
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')),
+    autoescape=jinja2.select_autoescape(['html', 'html.j2']), undefined=jinja2.StrictUndefined,
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
+
+# ----- The typed report -----
+
+@dataclasses.dataclass
+class GateCheck:
+  """One check of the blessing gate on the overall slice, the candidate's figure and its verdict."""
+  metric: str
+  kind: str                      # 'value' or 'change' (TFMA's thresholds), 'paired' (the bootstrap's)
+  value: Optional[float]
+  baseline: Optional[float]
+  applied: bool
+  passed: bool
+  message: str = ''
+  upper: Optional[float] = None
+  lower: Optional[float] = None
+  interval: Optional[Interval] = None
+
+  @property
+  def name(self) -> str:
+    return SHORT_NAMES.get(self.metric, self.metric)
+
+  @property
+  def bound(self) -> str:
+    if self.kind == 'paired':
+      return f'{stats.LEVEL:.0%} interval not above 0'
+    if self.upper is not None:
+      return '≤ ' + (f'{self.upper:+.4g}' if self.kind == 'change' else f'{self.upper:.4g}')
+    return f'≥ {self.lower:.4g}' if self.lower is not None else ''
+
+  @property
+  def verdict(self) -> str:
+    return 'not applied' if not self.applied else 'pass' if self.passed else 'FAIL'
+
+  def sentence(self) -> str:
+    if not self.applied:
+      return f'{self.name} {self.kind} check against the baseline: not checked, there is no baseline.'
+    if self.value is None:
+      return f'{self.name}: no value, so the check failed.'
+    verdict = 'passes' if self.passed else 'FAILS'
+    if self.kind == 'paired':
+      return (f'{self.name} differs from the baseline by {self.value:+.4f} on the same examples, '
+              f'{stats.LEVEL:.0%} interval [{self.interval.low:+.4f}, {self.interval.high:+.4f}]; the gate requires '
+              f'that it is not significantly worse: {verdict}.')
+    bound = (f'at most {self.upper:+.4g}' if self.kind == 'change' and self.upper is not None else
+             f'under {self.upper:.4g}' if self.upper is not None else
+             f'above {self.lower:.4g}' if self.lower is not None else 'within its threshold')
+    if self.kind == 'change':
+      return (f'{self.name} changed by {self.value:+.4f} against the baseline ({self.baseline:.4f}); '
+              f'the gate allows {bound}: {verdict}.')
+    return f'{self.name} is {self.value:.4f}; the gate requires {bound}: {verdict}.'
+
+
+@dataclasses.dataclass
+class Comparison:
+  """Candidate minus baseline RMSE on the same test examples, with its paired interval."""
+  difference: float
+  interval: Interval
+
+  @property
+  def worse(self) -> bool:
+    return self.interval.above_zero
+
+  @property
+  def better(self) -> bool:
+    return self.interval.below_zero
+
+  @property
+  def verdict(self) -> str:
+    return ('significantly worse' if self.worse else 'significantly better' if self.better
+            else 'not distinguishable from zero')
+
+  def sentence(self) -> str:
+    low, high = self.interval.low, self.interval.high
+    words = ('the candidate is significantly worse than the baseline' if self.worse else
+             'the candidate is significantly better than the baseline' if self.better else
+             'the difference is not distinguishable from zero')
+    return (f'Paired on the same test examples, RMSE differs by {self.difference:+.4f} '
+            f'({stats.LEVEL:.0%} interval {low:+.4f} to {high:+.4f}): {words}.')
+
+
+@dataclasses.dataclass
+class Decision:
+  blessed: Optional[bool]            # what the report's blessing says: the Pusher reads it
+  evaluator_blessed: Optional[bool]  # TFMA's thresholds alone
+  validation_ok: Optional[bool]
+  has_baseline: bool
+  require_not_worse: bool
+  headline: str
+  reasons: List[str]
+  gate: List[GateCheck]
+  warnings: List[str]
+  comparison: Optional[Comparison]
+
+
+@dataclasses.dataclass
+class SeedSpread:
+  """The model's run-to-run spread over seeds, from `make bench-quality`."""
+  model: str
+  metric: str
+  mean: float
+  std: float
+  seeds: List[int]
+  commit: Optional[str]
+
+  def sentence(self) -> str:
+    return (f'run to run: {self.mean:.4f} ± {self.std:.4f} (standard deviation over {len(self.seeds)} seeds of '
+            f'{self.model}, make bench-quality at {self.commit or "an unknown commit"})')
+
+
+@dataclasses.dataclass
+class Overall:
+  candidate: Dict[str, float]              # TFMA's values
+  baseline: Optional[Dict[str, float]]
+  intervals: Dict[str, Interval]           # the candidate's, by metric (and *_diff: paired)
+  baseline_intervals: Dict[str, Interval]
+  seed_spread: Optional[SeedSpread]
+
+
+@dataclasses.dataclass
+class SliceRow:
+  id: str
+  value: Any
+  name: str
+  candidate: Dict[str, float]              # TFMA's values
+  baseline: Optional[Dict[str, float]]
+  intervals: Dict[str, Interval]
+  small: bool                              # under MIN_SLICE_COUNT ratings
+  checked: bool                            # the predictions give TFMA's count and RMSE
+
+  @property
+  def count(self) -> float:
+    return self.candidate.get(ec.EXAMPLE_COUNT, 0.0)
+
+
+@dataclasses.dataclass
+class SliceGroup:
+  feature: str
+  title: str
+  fairness: bool
+  rows: List[SliceRow]
+
+
+@dataclasses.dataclass
+class Spread:
+  best: str
+  best_value: float
+  worst: str
+  worst_value: float
+  spread: float
+  ratio: Optional[float]
+  interval: Optional[Interval]
+
+
+@dataclasses.dataclass
+class Fairness:
+  feature: str
+  title: str
+  metric: str
+  candidate: Optional[Spread]
+  baseline: Optional[Spread]
+  left_out: List[str]                      # small slices, not in the spread
+
+
+@dataclasses.dataclass
+class Bucket:
+  lower: float
+  upper: float
+  count: int
+  sum_label: float
+  sum_prediction: float
+
+
+@dataclasses.dataclass
+class Distributions:
+  buckets: List[Bucket]
+  count: int
+  labels: Dict[int, int]
+  prediction_mean: Optional[float] = None
+  prediction_std: Optional[float] = None
+  prediction_range_90: Optional[List[float]] = None
+  label_mean: Optional[float] = None
+  constant_rmse: Optional[float] = None    # predicting the split's mean for everyone scores exactly this
+  busiest_bucket: Optional[Bucket] = None
+  busiest_share: Optional[float] = None
+
+
+@dataclasses.dataclass
+class Validation:
+  passed: bool
+  findings: List[Dict[str, Any]]
+  compared: int
+  report: str
+
+
+@dataclasses.dataclass
+class Data:
+  split_sizes: Dict[str, int]
+  rows_read: Optional[int]
+  rows_quarantined: Optional[int]
+  quarantined_by_reason: Dict[str, int]
+  source: Optional[str]
+  quarantine_file: Optional[str]
+  validation: Optional[Validation]
+
+
+@dataclasses.dataclass
+class ListMetric:
+  """One list metric of the model and of popularity with their intervals, and the paired difference's."""
+  name: str
+  model: Optional[float]
+  model_interval: Optional[Interval]
+  popularity: Optional[float]
+  popularity_interval: Optional[Interval]
+  difference_interval: Optional[Interval]  # model minus popularity, same users
+
+  @property
+  def title(self) -> str:
+    return self.name.replace('_at_', '@').replace('_', ' ')
+
+
+@dataclasses.dataclass
+class ListGroup:
+  feature: str
+  title: str
+  name: str
+  users: int
+  metrics: List[ListMetric]
+
+
+@dataclasses.dataclass
+class Retrieval:
+  """The RetrievalEvaluator's metrics.json as it is, and intervals over its users."""
+  result: Dict[str, Any]
+  overall: List[ListMetric]
+  groups: List[ListGroup]
+  seed_spread: Optional[SeedSpread]
+
+
+@dataclasses.dataclass
+class Method:
+  """How the intervals were computed, and what they cost."""
+  name: str
+  level: float
+  replicates: int
+  seed: int
+  users: int
+  min_slice_count: int
+  predict_seconds: float                   # the candidate's and baseline's pass over the split
+  bootstrap_seconds: float
+  slices_checked: int
+  mismatches: List[str]                    # slices whose predictions do not give TFMA's figures
+
+
+@dataclasses.dataclass
+class Models:
+  candidate: str
+  baseline: Optional[str]
+  hparams: Dict[str, Dict[str, Any]]
+
+
+@dataclasses.dataclass
+class Report:
+  """Everything the page shows; ``to_dict`` is report.json."""
+  title: str
+  generated: str
+  run_id: Optional[str]
+  eval_split: str
+  decision: Decision
+  overall: Overall
+  slices: List[SliceGroup]
+  fairness: List[Fairness]
+  distributions: Distributions
+  data: Data
+  retrieval: Optional[Dict[str, Any]]
+  retrieval_intervals: Optional[Retrieval]
+  method: Method
+  models: Models
+  paths: Dict[str, Optional[str]]
+  eval_config: Dict[str, Any]
+  regenerate: Optional[str]
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def rows(self):
+    """Every (group, slice row)."""
+    return [(g, r) for g in self.slices for r in g.rows]
+
+  def worst_slices(self, n: int = 3) -> List[Tuple[SliceGroup, SliceRow]]:
+    """The ``n`` slices with the highest RMSE among those with at least MIN_SLICE_COUNT ratings."""
+    rows = [(g, r) for g, r in self.rows() if ec.RMSE in r.candidate and not r.small]
+    return sorted(rows, key=lambda gr: -gr[1].candidate[ec.RMSE])[:n]
+
+
+# ----- Reading TFMA -----
 
 def slice_id(slice_key: Sequence[Tuple[str, Any]]) -> str:
   """'feature=value' for a single-feature TFMA slice key; OVERALL for ()."""
@@ -128,24 +438,68 @@ def _hparams(model_dir: Optional[str]) -> Dict[str, Any]:
   return {}
 
 
-def predict(model_dir: str, examples_uri: str, split: str, batch_size: int = 4096) -> Tuple[np.ndarray, np.ndarray]:
-  """(predictions, labels) of every example of one split, from the model's tf.Example signature.
+# ----- The per-example pass -----
 
-  The signature TFMA calls (``tf_generic``), so these are the predictions
-  TFMA scored; the report checks their mean and count against TFMA's.
+@dataclasses.dataclass
+class Predictions:
+  """Every example of the evaluated split: label, predictions, user and slice values."""
+  labels: np.ndarray
+  candidate: np.ndarray
+  baseline: Optional[np.ndarray]
+  users: np.ndarray                        # user ids (bytes)
+  slices: Dict[str, List[List[str]]]       # slice feature -> each example's values, as TFMA names them
+  seconds: float
+
+
+def _slice_value(value) -> str:
+  """A slice value as TFMA's slice key spells it."""
+  if isinstance(value, bytes):
+    return value.decode()
+  if isinstance(value, (np.integer, int)):
+    return str(int(value))
+  return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def predict(model_dirs: Dict[str, Optional[str]], examples_uri: str, split: str,
+            batch_size: int = 4096) -> Predictions:
+  """Labels, each model's prediction and each slice feature's values, for every example of one split.
+
+  Predictions come from each model's tf.Example signature (the one TFMA
+  calls), Transform-made slice features from the candidate's
+  ``transform_features`` signature (the one TFMA calls to slice), the others
+  from the examples themselves.
   """
+  start = time.perf_counter()
   files = splits.split_files(examples_uri, split)
-  if not files:
-    return np.zeros([0], np.float32), np.zeros([0], np.float32)
-  serve = tf.saved_model.load(model_dir).signatures[ec.SERVING_SIGNATURE]
-  spec = {f.LABEL_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=float('nan'))}
-  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP' if files[0].endswith('.gz') else '')
-  predictions, labels = [], []
+  loaded = {role: tf.saved_model.load(d) for role, d in model_dirs.items() if d}
+  serve = {role: m.signatures[ec.SERVING_SIGNATURE] for role, m in loaded.items()}
+  transform = loaded['candidate'].signatures[ec.TRANSFORM_SIGNATURE]
+  transformed_keys = [s.key for s in ec.SLICE_FEATURES if s.key in transform.structured_outputs]
+  spec = {f.LABEL_KEY: tf.io.FixedLenFeature([], tf.float32, default_value=float('nan')),
+          f.USER_ID: tf.io.FixedLenFeature([], tf.string, default_value=b'')}
+  spec.update({s.key: tf.io.VarLenFeature(tf.string) for s in ec.SLICE_FEATURES if s.key not in transformed_keys})
+  out = {'labels': [], 'users': [], **{role: [] for role in serve}}
+  slices = {s.key: [] for s in ec.SLICE_FEATURES}
+  dataset = tf.data.TFRecordDataset(files, compression_type='GZIP' if files and files[0].endswith('.gz') else '')
   for batch in dataset.batch(batch_size):
-    predictions.append(serve(examples=batch)[names.PREDICTION_KEY].numpy().reshape(-1))
-    labels.append(tf.io.parse_example(batch, spec)[f.LABEL_KEY].numpy())
-  return np.concatenate(predictions), np.concatenate(labels)
+    for role, signature in serve.items():
+      out[role].append(signature(examples=batch)[names.PREDICTION_KEY].numpy().reshape(-1))
+    parsed = tf.io.parse_example(batch, spec)
+    out['labels'].append(parsed[f.LABEL_KEY].numpy())
+    out['users'].append(parsed[f.USER_ID].numpy())
+    features = transform(examples=batch) if transformed_keys else {}
+    for key in slices:
+      if key in transformed_keys:
+        values = features[key].numpy().reshape(batch.shape[0], -1).tolist()
+      else:
+        values = tf.RaggedTensor.from_sparse(parsed[key]).to_list()
+      slices[key] += [[_slice_value(v) for v in row] for row in values]
+  joined = {k: np.concatenate(v) if v else np.zeros([0]) for k, v in out.items()}
+  return Predictions(joined['labels'], joined['candidate'], joined.get('baseline'), joined['users'], slices,
+                     time.perf_counter() - start)
 
+
+# ----- The decision -----
 
 def _blessing(blessing_uri: Optional[str]) -> Optional[bool]:
   """True or False from the Evaluator's BLESSED / NOT_BLESSED file; None when unknown."""
@@ -158,8 +512,8 @@ def _blessing(blessing_uri: Optional[str]) -> Optional[bool]:
   return None
 
 
-def _gate(evaluation: Evaluation) -> List[Dict[str, Any]]:
-  """Each threshold on the overall slice, the candidate's figure and TFMA's verdict on it."""
+def _gate(evaluation: Evaluation) -> List[GateCheck]:
+  """Each TFMA threshold on the overall slice, the candidate's figure and TFMA's verdict on it."""
   thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(
       evaluation.eval_config.metrics_specs, eval_config=evaluation.eval_config)
   failures = []
@@ -178,51 +532,57 @@ def _gate(evaluation: Evaluation) -> List[Dict[str, Any]]:
       if isinstance(slicing_spec, tfma.CrossSlicingSpec) or slicing_spec.feature_keys or slicing_spec.feature_values:
         continue
       failed = [x for x in failures if x.metric_key.name == key.name and x.metric_key.is_diff == key.is_diff]
-      row = {'metric': key.name, 'kind': 'change' if key.is_diff else 'value',
-             'value': overall.get(key.name + ('_diff' if key.is_diff else '')),
-             'baseline': baseline.get(key.name) if key.is_diff else None,
-             'applied': has_baseline or not key.is_diff, 'passed': not failed,
-             'message': '; '.join(x.message for x in failed if x.message)}
+      row = GateCheck(metric=key.name, kind='change' if key.is_diff else 'value',
+                      value=overall.get(key.name + ('_diff' if key.is_diff else '')),
+                      baseline=baseline.get(key.name) if key.is_diff else None,
+                      applied=has_baseline or not key.is_diff, passed=not failed,
+                      message='; '.join(x.message for x in failed if x.message))
       # TFMA hands back each MetricThreshold split into its value and its change part.
       if isinstance(threshold, tfma.GenericValueThreshold):
-        row['upper'] = threshold.upper_bound.value if threshold.HasField('upper_bound') else None
-        row['lower'] = threshold.lower_bound.value if threshold.HasField('lower_bound') else None
+        row.upper = threshold.upper_bound.value if threshold.HasField('upper_bound') else None
+        row.lower = threshold.lower_bound.value if threshold.HasField('lower_bound') else None
       else:
         lower_is_better = threshold.direction == tfma.MetricDirection.LOWER_IS_BETTER
         absolute = threshold.absolute.value if threshold.HasField('absolute') else None
-        row['upper'] = absolute if lower_is_better else None
-        row['lower'] = -absolute if absolute is not None and not lower_is_better else None
+        row.upper = absolute if lower_is_better else None
+        row.lower = -absolute if absolute is not None and not lower_is_better else None
       rows.append(row)
   return rows
 
 
-def _check_sentence(row: Dict[str, Any]) -> str:
-  name = _SHORT_NAMES.get(row['metric'], row['metric'])
-  bound = (f'at most {row["upper"]:+.4g}' if row['kind'] == 'change' and row.get('upper') is not None else
-           f'under {row["upper"]:.4g}' if row.get('upper') is not None else
-           f'above {row["lower"]:.4g}' if row.get('lower') is not None else 'within its threshold')
-  if not row['applied']:
-    return f'{name} change against the baseline: not checked, there is no baseline.'
-  if row['value'] is None:
-    return f'{name}: no value, so the check failed.'
-  verdict = 'passes' if row['passed'] else 'FAILS'
-  if row['kind'] == 'change':
-    return (f'{name} changed by {row["value"]:+.4f} against the baseline ({row["baseline"]:.4f}); '
-            f'the gate allows {bound}: {verdict}.')
-  return f'{name} is {row["value"]:.4f}; the gate requires {bound}: {verdict}.'
+def final_blessing(evaluator_blessed: Optional[bool], comparison: Optional[Comparison],
+                   require_not_worse: bool) -> Optional[bool]:
+  """The blessing the Pusher reads: TFMA's, and, when required, not significantly worse than the baseline.
+
+  Without a baseline there is nothing to compare with, and TFMA's verdict stands.
+  """
+  if evaluator_blessed is None:
+    return None
+  if require_not_worse and comparison is not None and comparison.worse:
+    return False
+  return evaluator_blessed
 
 
-def _decision(evaluation: Evaluation, blessing_uri: Optional[str]) -> Dict[str, Any]:
+def _decision(evaluation: Evaluation, blessing_uri: Optional[str], comparison: Optional[Comparison],
+              require_not_worse: bool, warnings: List[str]) -> Decision:
   gate = _gate(evaluation)
-  blessed = _blessing(blessing_uri)
   validation_ok = evaluation.validation.validation_ok if evaluation.validation is not None else None
-  if blessed is None:
-    blessed = validation_ok
-  reasons = [_check_sentence(row) for row in gate]
+  evaluator_blessed = _blessing(blessing_uri)
+  if evaluator_blessed is None:
+    evaluator_blessed = validation_ok
+  if require_not_worse:
+    gate.append(GateCheck(metric=ec.RMSE, kind='paired', applied=comparison is not None,
+                          value=comparison.difference if comparison else None,
+                          baseline=evaluation.metrics.get('baseline', {}).get(OVERALL, {}).get(ec.RMSE),
+                          passed=comparison is None or not comparison.worse,
+                          interval=comparison.interval if comparison else None))
+  reasons = [row.sentence() for row in gate]
+  if comparison is not None and not require_not_worse:
+    reasons.append(comparison.sentence() + ' (Reported, not gated: the pipeline does not require it.)')
   if evaluation.baseline_name is None:
     # TFX's Evaluator then rubber-stamps: TFMA drops the change thresholds.
     reasons.append('No baseline to compare with (no model was blessed before, or the pipeline runs without '
-                   'the baseline Resolver), so the change threshold was not applied.')
+                   'the baseline Resolver), so the checks against a baseline were not applied.')
   if evaluation.validation is not None:
     if evaluation.validation.missing_slices:
       reasons.append(f'{len(evaluation.validation.missing_slices)} gated slice(s) had no examples: FAILS.')
@@ -232,18 +592,22 @@ def _decision(evaluation: Evaluation, blessing_uri: Optional[str]) -> Dict[str, 
       reasons.append(f'{len(other)} threshold(s) failed on slices other than the overall one.')
   if not gate:
     reasons.append('No thresholds are configured, so the Evaluator does not bless any model.')
-  failed = [row for row in gate if row['applied'] and not row['passed']]
+  blessed = final_blessing(evaluator_blessed, comparison, require_not_worse)
+  failed = [row for row in gate if row.applied and not row.passed]
   if blessed:
     headline = 'BLESSED: the model passes every gate and will be pushed.'
   elif blessed is None:
     headline = 'NO DECISION: the evaluation has no blessing.'
   else:
-    names = ', '.join(f'{_SHORT_NAMES.get(r["metric"], r["metric"])} {r["kind"]}' for r in failed)
-    headline = (f'NOT BLESSED: {names} failed; the model will not be pushed.' if failed
+    listed = ', '.join(f'{r.name} {r.kind}' for r in failed)
+    headline = (f'NOT BLESSED: {listed} failed; the model will not be pushed.' if failed
                 else 'NOT BLESSED; the model will not be pushed.')
-  return {'blessed': blessed, 'validation_ok': validation_ok, 'has_baseline': evaluation.baseline_name is not None,
-          'headline': headline, 'reasons': reasons, 'gate': gate}
+  return Decision(blessed=blessed, evaluator_blessed=evaluator_blessed, validation_ok=validation_ok,
+                  has_baseline=evaluation.baseline_name is not None, require_not_worse=require_not_worse,
+                  headline=headline, reasons=reasons, gate=gate, warnings=warnings, comparison=comparison)
 
+
+# ----- Slices, intervals and spreads -----
 
 def _ordered_slices(evaluation: Evaluation, feature: ec.SliceFeature) -> List[str]:
   """The slice ids of one feature: coded values in code order, others by example count."""
@@ -254,39 +618,139 @@ def _ordered_slices(evaluation: Evaluation, feature: ec.SliceFeature) -> List[st
   return sorted(ids, key=lambda sid: (-candidate.get(sid, {}).get(ec.EXAMPLE_COUNT, 0.0), sid))
 
 
-def _slices(evaluation: Evaluation) -> List[Dict[str, Any]]:
+class _Bootstrap:
+  """Per-user sums of each slice and the replicates of every metric, over one set of user weights."""
+
+  def __init__(self, predictions: Predictions):
+    self.p = predictions
+    self.user_ids, users = np.unique(predictions.users, return_inverse=True)
+    self.users = users.reshape(-1)
+    self.weights = stats.poisson_weights(len(self.user_ids))
+    self.replicates: Dict[str, Dict[str, np.ndarray]] = {}
+    self.points: Dict[str, Dict[str, float]] = {}
+
+  def add(self, sid: str, mask: Optional[np.ndarray]) -> None:
+    sums = stats.user_sums(self.users, len(self.user_ids), self.p.labels, self.p.candidate, self.p.baseline, mask)
+    self.replicates[sid] = stats.replicate(self.weights, sums)
+    self.points[sid] = {k: float(v) for k, v in stats.metrics(sums.sum(0)).items()}
+    self.points[sid][ec.EXAMPLE_COUNT] = float(sums[:, stats.COUNT].sum())
+
+  def intervals(self, sid: str) -> Dict[str, Interval]:
+    out = {}
+    for name, values in self.replicates.get(sid, {}).items():
+      found = stats.interval(values)
+      if found is not None:
+        out[name] = found
+    return out
+
+
+def _masks(predictions: Predictions) -> Dict[str, np.ndarray]:
+  """Slice id to which examples are in it, from each example's slice values."""
+  masks = {}
+  n = predictions.labels.size
+  for key, per_example in predictions.slices.items():
+    for i, values in enumerate(per_example):
+      for value in set(values):
+        masks.setdefault(f'{key}={value}', np.zeros(n, bool))[i] = True
+  return masks
+
+
+def _matches(tfma_metrics: Dict[str, float], point: Dict[str, float]) -> bool:
+  if tfma_metrics.get(ec.EXAMPLE_COUNT) != point.get(ec.EXAMPLE_COUNT):
+    return False
+  rmse = tfma_metrics.get(ec.RMSE)
+  return rmse is not None and math.isclose(rmse, point[ec.RMSE], rel_tol=_POINT_TOLERANCE, abs_tol=_POINT_TOLERANCE)
+
+
+def _slices(evaluation: Evaluation, boot: _Bootstrap, min_count: int) -> List[SliceGroup]:
   out = []
   baseline = evaluation.metrics.get('baseline')
   for feature in ec.SLICE_FEATURES:
     rows = []
     for sid in _ordered_slices(evaluation, feature):
       value = evaluation.slice_keys[sid][0][1]
-      rows.append({'id': sid, 'value': value, 'name': feature.value_name(value),
-                   'candidate': evaluation.metrics['candidate'].get(sid, {}),
-                   'baseline': baseline.get(sid, {}) if baseline is not None else None})
-    out.append({'feature': feature.key, 'title': feature.title, 'fairness': feature.fairness, 'rows': rows})
+      candidate = evaluation.metrics['candidate'].get(sid, {})
+      rows.append(SliceRow(id=sid, value=value, name=feature.value_name(value), candidate=candidate,
+                           baseline=baseline.get(sid, {}) if baseline is not None else None,
+                           intervals=boot.intervals(sid),
+                           small=candidate.get(ec.EXAMPLE_COUNT, 0.0) < min_count,
+                           checked=sid in boot.points and _matches(candidate, boot.points[sid])))
+    out.append(SliceGroup(feature.key, feature.title, feature.fairness, rows))
   return out
 
 
-def _spread(rows: Sequence[Dict[str, Any]], role: str, metric: str = ec.RMSE) -> Optional[Dict[str, Any]]:
-  values = [(r[role][metric], r['name']) for r in rows if r.get(role) and metric in r[role]]
+def _spread(rows: Sequence[SliceRow], role: str, boot: _Bootstrap) -> Optional[Spread]:
+  """Worst minus best RMSE across ``rows`` (TFMA's values), with its interval."""
+  values = [(getattr(r, role)[ec.RMSE], r.name, r.id) for r in rows if getattr(r, role) and ec.RMSE in getattr(r, role)]
   if len(values) < 2:
     return None
-  (low, best), (high, worst) = min(values), max(values)
-  return {'best': best, 'best_value': low, 'worst': worst, 'worst_value': high, 'spread': high - low,
-          'ratio': high / low if low > 0 else None}
+  (low, best, _), (high, worst, _) = min(values), max(values)
+  metric = ec.RMSE if role == 'candidate' else 'baseline_' + ec.RMSE
+  replicates = [boot.replicates[sid][metric] for _, _, sid in values if sid in boot.replicates]
+  return Spread(best, low, worst, high, high - low, high / low if low > 0 else None,
+                stats.spread_interval(replicates) if len(replicates) == len(values) else None)
 
 
-def _fairness(slices: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
-  """RMSE's spread (worst slice minus best) across each fairness feature's slices."""
+def _fairness(slices: Sequence[SliceGroup], boot: _Bootstrap) -> List[Fairness]:
+  """RMSE's spread (worst slice minus best) across each fairness feature's slices, small slices left out."""
   out = []
   for group in slices:
-    if not group['fairness']:
+    if not group.fairness:
       continue
-    out.append({'feature': group['feature'], 'title': group['title'], 'metric': ec.RMSE,
-                'candidate': _spread(group['rows'], 'candidate'), 'baseline': _spread(group['rows'], 'baseline')})
+    kept = [r for r in group.rows if not r.small]
+    out.append(Fairness(group.feature, group.title, ec.RMSE, _spread(kept, 'candidate', boot),
+                        _spread(kept, 'baseline', boot), [r.name for r in group.rows if r.small]))
   return out
 
+
+def _seed_spread(quality: Optional[Dict[str, Any]], model: str, metric: str) -> Optional[SeedSpread]:
+  """``metric``'s spread over seeds for ``model`` in bench-quality's results, when they have one."""
+  found = ((quality or {}).get('result', {}).get('models', {}).get(model) or {})
+  std = found.get(f'{metric}_std')
+  if std is None or len(found.get(f'{metric}_by_seed', quality['result'].get('seeds', []))) < 2:
+    return None
+  return SeedSpread(model, metric, found.get(f'{metric}_mean', found.get(metric)), std,
+                    list(quality['result'].get('seeds', [])), quality.get('commit'))
+
+
+def _retrieval(result: Optional[Dict[str, Any]], boot: _Bootstrap, quality: Optional[Dict[str, Any]],
+               model: str) -> Optional[Retrieval]:
+  """Intervals of the list metrics over the RetrievalEvaluator's users, overall and by user group."""
+  per_case = (result or {}).get('per_case')
+  if not result or not result.get('evaluated') or not per_case:
+    return None
+  index = {u: i for i, u in enumerate(boot.user_ids.tolist())}
+  users = np.array([index.get(u.encode(), -1) for u in per_case['users']])
+  known = users >= 0
+  by_user = {}
+  for key in (s.key for s in ec.SLICE_FEATURES if s.fairness):
+    first = {}
+    for u, values in zip(boot.users.tolist(), boot.p.slices[key]):
+      first.setdefault(u, values[0] if values else None)
+    by_user[key] = np.array([first.get(u) for u in users.tolist()], dtype=object)
+
+  def rows(mask):
+    model_values = {k: np.asarray(v)[mask & known] for k, v in per_case['model'].items()}
+    pop = {k: np.asarray(v)[mask & known] for k, v in per_case['popularity'].items()}
+    u = users[mask & known]
+    model_ci = stats.mean_intervals(boot.weights, u, model_values)
+    pop_ci = stats.mean_intervals(boot.weights, u, pop)
+    diff_ci = stats.mean_intervals(boot.weights, u, {k: model_values[k] - pop[k] for k in model_values if k in pop})
+    return [ListMetric(k, float(np.mean(v)) if v.size else None, model_ci.get(k),
+                       float(np.mean(pop[k])) if k in pop and pop[k].size else None, pop_ci.get(k), diff_ci.get(k))
+            for k, v in sorted(model_values.items())]
+
+  groups = []
+  for feature in (s for s in ec.SLICE_FEATURES if s.fairness):
+    for value in sorted({v for v in by_user[feature.key] if v is not None}, key=lambda v: (len(v), v)):
+      mask = by_user[feature.key] == value
+      coded = int(value) if value.lstrip('-').isdigit() else value
+      groups.append(ListGroup(feature.key, feature.title, feature.value_name(coded), int((mask & known).sum()),
+                              rows(mask)))
+  return Retrieval(result, rows(np.ones(users.size, bool)), groups, _seed_spread(quality, model, 'recall_at_100'))
+
+
+# ----- Distributions, warnings, data -----
 
 def bucket_edges() -> List[float]:
   """Quarter-star prediction buckets from half a star below the lowest rating to half above the highest.
@@ -298,81 +762,76 @@ def bucket_edges() -> List[float]:
   return [-math.inf] + list(np.arange(low, high + BUCKET_WIDTH / 2, BUCKET_WIDTH)) + [math.inf]
 
 
-def _distributions(predictions: np.ndarray, labels: np.ndarray) -> Dict[str, Any]:
+def _distributions(predictions: np.ndarray, labels: np.ndarray) -> Distributions:
   """Predicted and actual rating distributions and the calibration table, from (prediction, label) pairs."""
   edges = bucket_edges()
   index = np.searchsorted(edges, predictions, side='right') - 1
   buckets = []
   for i, (lower, upper) in enumerate(zip(edges, edges[1:])):
     members = index == i
-    buckets.append({'lower': float(lower), 'upper': float(upper), 'count': int(members.sum()),
-                    'sum_label': float(labels[members].sum()), 'sum_prediction': float(predictions[members].sum())})
+    buckets.append(Bucket(float(lower), float(upper), int(members.sum()), float(labels[members].sum()),
+                          float(predictions[members].sum())))
   stars, counts = np.unique(np.round(labels).astype(int), return_counts=True)
-  out = {'buckets': buckets, 'count': int(predictions.size),
-         'labels': {int(s): int(c) for s, c in zip(stars, counts)}}
+  out = Distributions(buckets, int(predictions.size), {int(s): int(c) for s, c in zip(stars, counts)})
   if predictions.size:
-    out.update({
-        'prediction_mean': float(predictions.mean()), 'prediction_std': float(predictions.std()),
-        'prediction_range_90': [float(np.quantile(predictions, 0.05)), float(np.quantile(predictions, 0.95))],
-        'label_mean': float(labels.mean()),
-        # Predicting the split's mean for everyone scores exactly this RMSE.
-        'constant_rmse': float(labels.std()),
-    })
-    busiest = max(buckets, key=lambda b: b['count'])
-    out['busiest_bucket'] = busiest
-    out['busiest_share'] = busiest['count'] / predictions.size
+    busiest = max(buckets, key=lambda b: b.count)
+    out = dataclasses.replace(
+        out, prediction_mean=float(predictions.mean()), prediction_std=float(predictions.std()),
+        prediction_range_90=[float(np.quantile(predictions, 0.05)), float(np.quantile(predictions, 0.95))],
+        label_mean=float(labels.mean()), constant_rmse=float(labels.std()), busiest_bucket=busiest,
+        busiest_share=busiest.count / predictions.size)
   return out
 
 
-def _warnings(overall: Dict[str, float], dist: Dict[str, Any]) -> List[str]:
+def _warnings(overall: Dict[str, float], dist: Distributions) -> List[str]:
   """What a reviewer should look at even when the model passes its gates."""
   out = []
-  if dist.get('busiest_share', 0.0) > CONCENTRATED_SHARE:
-    b = dist['busiest_bucket']
-    out.append(f'{dist["busiest_share"]:.1%} of predictions fall between {b["lower"]:g} and {b["upper"]:g}: '
+  if (dist.busiest_share or 0.0) > CONCENTRATED_SHARE:
+    b = dist.busiest_bucket
+    out.append(f'{dist.busiest_share:.1%} of predictions fall between {b.lower:g} and {b.upper:g}: '
                'the model predicts nearly the same rating for everyone.')
-  rmse, constant = overall.get(ec.RMSE), dist.get('constant_rmse')
+  rmse, constant = overall.get(ec.RMSE), dist.constant_rmse
   if rmse is not None and constant is not None and constant - rmse < CONSTANT_MARGIN:
     out.append(f'RMSE {rmse:.4f} is less than {CONSTANT_MARGIN} better than predicting the mean rating for '
                f'everyone ({constant:.4f}).')
   return out
 
 
-def _data(examples_properties: Dict[str, Any], quarantine_uri: Optional[str],
-          anomalies_uri: Optional[str]) -> Dict[str, Any]:
+def _data(examples_properties: Dict[str, Any], quarantine_uri: Optional[str], anomalies_uri: Optional[str]) -> Data:
   quarantine = _read_json(os.path.join(quarantine_uri, names.QUARANTINE_SUMMARY_FILE)) if quarantine_uri else None
   validation = _read_json(os.path.join(anomalies_uri, 'report.json')) if anomalies_uri else None
   splits = dict((quarantine or {}).get('counts_per_split') or {})
   if not splits:
     splits = {k[len('rows_'):]: v for k, v in examples_properties.items()
               if k.startswith('rows_') and k not in ('rows_read', 'rows_quarantined')}
-  out = {'split_sizes': splits,
-         'rows_read': (quarantine or {}).get('rows_read', examples_properties.get('rows_read')),
-         'rows_quarantined': (quarantine or {}).get('rows_quarantined', examples_properties.get('rows_quarantined')),
-         'quarantined_by_reason': (quarantine or {}).get('counts_by_reason', {}),
-         'source': ((quarantine or {}).get('source') or {}).get('path'),
-         'quarantine_file': os.path.join(quarantine_uri, names.QUARANTINE_ROWS_FILE) if quarantine_uri else None}
-  if validation is not None:
-    out['validation'] = {'passed': validation['passed'], 'findings': validation['findings'],
-                         'compared': len(validation['measurements']),
-                         'report': os.path.join(anomalies_uri, 'report.html')}
-  return out
+  return Data(
+      split_sizes=splits,
+      rows_read=(quarantine or {}).get('rows_read', examples_properties.get('rows_read')),
+      rows_quarantined=(quarantine or {}).get('rows_quarantined', examples_properties.get('rows_quarantined')),
+      quarantined_by_reason=(quarantine or {}).get('counts_by_reason', {}),
+      source=((quarantine or {}).get('source') or {}).get('path'),
+      quarantine_file=os.path.join(quarantine_uri, names.QUARANTINE_ROWS_FILE) if quarantine_uri else None,
+      validation=None if validation is None else Validation(
+          validation['passed'], validation['findings'], len(validation['measurements']),
+          os.path.join(anomalies_uri, 'report.html')))
 
 
 def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', blessing_uri: Optional[str] = None,
             model_uri: Optional[str] = None, quarantine_uri: Optional[str] = None,
             anomalies_uri: Optional[str] = None, retrieval_uri: Optional[str] = None,
             examples_properties: Optional[Dict[str, Any]] = None,
-            run_id: Optional[str] = None, regenerate_command: Optional[str] = None) -> Report:
-  """Everything the report shows, as plain JSON-ready values.
+            run_id: Optional[str] = None, regenerate_command: Optional[str] = None,
+            require_not_worse: bool = True, min_slice_count: int = MIN_SLICE_COUNT,
+            quality_path: Optional[str] = QUALITY_RESULTS) -> Report:
+  """Everything the report shows.
 
   Args:
     evaluation_uri: the Evaluator's ``evaluation`` (TFMA output folder).
-    examples_uri: ExampleGen's ``examples``; ``eval_split``'s labels are read.
+    examples_uri: ExampleGen's ``examples``; ``eval_split`` is read.
     eval_split: the split the Evaluator evaluated.
     blessing_uri: the Evaluator's ``blessing``.
-    model_uri: the candidate Model artifact (for its hyperparameters); when
-      None, TFMA's record of the model's location is used.
+    model_uri: the candidate Model artifact; when None, TFMA's record of the
+      model's location is used.
     quarantine_uri: ExampleGen's ``quarantine`` (split sizes, bad rows).
     anomalies_uri: the DataValidator's ``anomalies`` (report.json).
     retrieval_uri: the RetrievalEvaluator's ``evaluation`` (metrics.json).
@@ -380,46 +839,73 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
       when there is no quarantine summary.
     run_id: the pipeline run, for the record.
     regenerate_command: how to build this report again.
-
-  Returns:
-    The report as a dict (what report.json holds).
+    require_not_worse: bless only a candidate whose paired RMSE difference
+      with the baseline is not significantly above zero.
+    min_slice_count: slices with fewer examples are greyed and left out of
+      the worst slices and the fairness spreads.
+    quality_path: ``make bench-quality``'s quality.json, for the seed spread.
   """
   evaluation = Evaluation.load(evaluation_uri)
-  slices = _slices(evaluation)
   candidate_dir = path_utils.serving_model_dir(model_uri) if model_uri else evaluation.model_dir('candidate')
-  predictions, labels = predict(candidate_dir, examples_uri, eval_split)
+  predictions = predict({'candidate': candidate_dir, 'baseline': evaluation.model_dir('baseline')},
+                        examples_uri, eval_split)
+  started = time.perf_counter()
+  boot = _Bootstrap(predictions)
+  boot.add(OVERALL, None)
+  for sid, mask in _masks(predictions).items():
+    if sid in evaluation.slice_keys:
+      boot.add(sid, mask)
+  slices = _slices(evaluation, boot, min_slice_count)
+  fairness = _fairness(slices, boot)
   hparams = {'candidate': _hparams(candidate_dir), 'baseline': _hparams(evaluation.model_dir('baseline'))}
   model_name = hparams['candidate'].get('model', 'the candidate model')
+  quality = _read_json(quality_path) if quality_path else None
+  retrieval = _read_json(os.path.join(retrieval_uri, RETRIEVAL_METRICS)) if retrieval_uri else None
+  retrieval_intervals = _retrieval(retrieval, boot, quality, model_name)
+  overall_intervals = boot.intervals(OVERALL)
+  comparison = None
+  if predictions.baseline is not None and ec.RMSE + '_diff' in overall_intervals:
+    comparison = Comparison(boot.points[OVERALL][ec.RMSE + '_diff'], overall_intervals[ec.RMSE + '_diff'])
+  bootstrap_seconds = time.perf_counter() - started
   overall = {role: metrics.get(OVERALL, {}) for role, metrics in evaluation.metrics.items()}
-  distributions = _distributions(predictions, labels)
-  decision = _decision(evaluation, blessing_uri)
-  decision['warnings'] = _warnings(overall['candidate'], distributions)
-  return {
-      'title': f'Evaluation of {model_name} on the {eval_split} split',
-      'generated': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-      'run_id': run_id,
-      'eval_split': eval_split,
-      'decision': decision,
-      'overall': {'candidate': overall['candidate'], 'baseline': overall.get('baseline')},
-      'slices': slices,
-      'fairness': _fairness(slices),
-      'distributions': distributions,
-      'data': _data(examples_properties or {}, quarantine_uri, anomalies_uri),
-      'retrieval': _read_json(os.path.join(retrieval_uri, RETRIEVAL_METRICS)) if retrieval_uri else None,
-      'models': {'candidate': candidate_dir, 'baseline': evaluation.model_dir('baseline'), 'hparams': hparams},
-      'paths': {'evaluation': evaluation_uri, 'blessing': blessing_uri, 'examples': examples_uri},
-      'eval_config': json_format.MessageToDict(evaluation.eval_config),
-      'regenerate': regenerate_command,
-  }
+  distributions = _distributions(predictions.candidate, predictions.labels)
+  decision = _decision(evaluation, blessing_uri, comparison, require_not_worse,
+                       _warnings(overall['candidate'], distributions))
+  checked = [r for g in slices for r in g.rows]
+  mismatches = [r.id for r in checked if not r.checked]
+  if not _matches(overall['candidate'], boot.points[OVERALL]):
+    mismatches.insert(0, OVERALL)
+  return Report(
+      title=f'Evaluation of {model_name} on the {eval_split} split',
+      generated=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      run_id=run_id,
+      eval_split=eval_split,
+      decision=decision,
+      overall=Overall(overall['candidate'], overall.get('baseline'),
+                      {k: v for k, v in overall_intervals.items() if not k.startswith('baseline_')},
+                      {k[len('baseline_'):]: v for k, v in overall_intervals.items() if k.startswith('baseline_')}
+                      if predictions.baseline is not None else {},
+                      _seed_spread(quality, model_name, 'rmse')),
+      slices=slices,
+      fairness=fairness,
+      distributions=distributions,
+      data=_data(examples_properties or {}, quarantine_uri, anomalies_uri),
+      retrieval=retrieval,
+      retrieval_intervals=retrieval_intervals,
+      method=Method(stats.METHOD, stats.LEVEL, stats.REPLICATES, stats.SEED, len(boot.user_ids), min_slice_count,
+                    round(predictions.seconds, 2), round(bootstrap_seconds, 2), len(checked) + 1 - len(mismatches),
+                    mismatches),
+      models=Models(candidate_dir, evaluation.model_dir('baseline'), hparams),
+      paths={'evaluation': evaluation_uri, 'blessing': blessing_uri, 'examples': examples_uri},
+      eval_config=json_format.MessageToDict(evaluation.eval_config),
+      regenerate=regenerate_command,
+  )
 
 
-# ----- HTML -----
+# ----- Rendering -----
 
-def _esc(text) -> str:
-  return html.escape(str(text), quote=True)
-
-
-def _fmt(metric: str, value: Optional[float], signed: bool = False) -> str:
+def fmt(value: Optional[float], metric: str = '', signed: bool = False) -> str:
+  """A metric as the page shows it: 4 decimals, counts with thousands separators, n/a for none."""
   if value is None or not math.isfinite(value):
     return 'n/a'
   if metric in (ec.EXAMPLE_COUNT, ec.EXAMPLE_COUNT + '_diff'):
@@ -427,316 +913,48 @@ def _fmt(metric: str, value: Optional[float], signed: bool = False) -> str:
   return f'{value:+.4f}' if signed else f'{value:.4f}'
 
 
-def _cell(metric: str, value: Optional[float], model: str, sid: str, signed: bool = False, extra: str = '') -> str:
-  """A number with its exact value and what it is in data- attributes, for tests and copy-paste."""
-  exact = repr(float(value)) if value is not None else ''
-  return (f'<td class="num{extra}" data-model="{_esc(model)}" data-slice="{_esc(sid)}" '
-          f'data-metric="{_esc(metric)}" data-value="{exact}">{_fmt(metric, value, signed)}</td>')
-
-
-def _decision_html(report: Report) -> str:
-  d = report['decision']
-  css = 'pass' if d['blessed'] else 'fail'
-  reasons = ''.join(f'<li>{_esc(r)}</li>' for r in d['reasons'])
-  warnings = ''.join(f'<li>{_esc(w)}</li>' for w in d.get('warnings', []))
-  if warnings:
-    warnings = f'<div class="warnings"><strong>Look before shipping:</strong><ul>{warnings}</ul></div>'
-  rows = []
-  for g in d['gate']:
-    bound = ('≤ ' + (f'{g["upper"]:+.4g}' if g['kind'] == 'change' else f'{g["upper"]:.4g}')
-             if g.get('upper') is not None else f'≥ {g["lower"]:.4g}' if g.get('lower') is not None else '')
-    verdict = ('not applied' if not g['applied'] else 'pass' if g['passed'] else 'FAIL')
-    rows.append(f'<tr class="gate-{_esc(g["kind"])}"><td>{_esc(_SHORT_NAMES.get(g["metric"], g["metric"]))}</td>'
-                f'<td>{"change against baseline" if g["kind"] == "change" else "value"}</td>'
-                + _cell(g['metric'] + ('_diff' if g['kind'] == 'change' else ''), g['value'], 'candidate', OVERALL,
-                        signed=g['kind'] == 'change', extra=' gate-value')
-                + f'<td class="num">{_esc(bound)}</td>'
-                f'<td class="verdict {"pass" if verdict == "pass" else "fail" if verdict == "FAIL" else ""}">'
-                f'{verdict}</td></tr>')
-  return (f'<section id="decision"><h2>Decision</h2>'
-          f'<p class="verdict-banner {css}" data-blessed="{str(d["blessed"]).lower()}">{_esc(d["headline"])}</p>'
-          f'<ul class="reasons">{reasons}</ul>{warnings}'
-          '<table class="gate"><tr><th>metric (overall)</th><th>check</th><th>candidate</th><th>threshold</th>'
-          f'<th>verdict</th></tr>{"".join(rows)}</table></section>')
-
-
-def _overall_html(report: Report) -> str:
-  cand, base = report['overall']['candidate'], report['overall']['baseline']
-  dist = report['distributions']
-  head = '<tr><th>metric</th><th>candidate</th>'
-  if base is not None:
-    head += '<th>baseline (latest blessed)</th><th>change</th>'
-  rows = []
-  for metric, title in METRICS:
-    row = f'<tr><th>{_esc(title)}</th>' + _cell(metric, cand.get(metric), 'candidate', OVERALL)
-    if base is not None:
-      row += _cell(metric, base.get(metric), 'baseline', OVERALL)
-      diff = cand.get(metric + '_diff')
-      row += _cell(metric + '_diff', diff, 'candidate', OVERALL, signed=True)
-    rows.append(row + '</tr>')
-  note = '<p>No baseline: nothing to compare with.</p>' if base is None else ''
-  context = []
-  if dist.get('constant_rmse') is not None:
-    context.append(f'Predicting the {report["eval_split"]} split\'s mean rating ({dist["label_mean"]:.3f}) for '
-                   f'everyone would score RMSE {dist["constant_rmse"]:.4f}.')
-  if dist.get('prediction_range_90'):
-    low, high = dist['prediction_range_90']
-    context.append(f'Predictions spread with a standard deviation of {dist["prediction_std"]:.3f} stars '
-                   f'(ratings: {dist["constant_rmse"]:.3f}); 90% of them lie between {low:.2f} and {high:.2f}.')
-  return (f'<section id="overall"><h2>Overall metrics, candidate against baseline</h2>{note}'
-          f'<table class="metrics">{head}</tr>{"".join(rows)}</table>'
-          + ''.join(f'<p class="context">{_esc(c)}</p>' for c in context) + '</section>')
-
-
-def _fairness_html(report: Report) -> str:
-  rows = []
-  for item in report['fairness']:
-    for role in ('candidate', 'baseline'):
-      s = item[role]
-      if s is None:
-        continue
-      ratio = f'{s["ratio"]:.3f}' if s['ratio'] is not None else 'n/a'
-      rows.append(f'<tr><td>{_esc(item["title"])}</td>'
-                  f'<td>{role}</td><td>{_esc(s["best"])} ({s["best_value"]:.4f})</td>'
-                  f'<td>{_esc(s["worst"])} ({s["worst_value"]:.4f})</td>'
-                  f'<td class="num spread" data-feature="{_esc(item["feature"])}" data-model="{role}" '
-                  f'data-value="{s["spread"]!r}">{s["spread"]:.4f}</td>'
-                  f'<td class="num">{ratio}</td></tr>')
-  return ('<section id="fairness"><h2>Fairness: spread of RMSE across user groups</h2>'
-          '<p>For each group, the best and the worst slice by RMSE and the gap between them (TFMA\'s per-slice '
-          'RMSE; the slice tables below give the counts). A gap that grows against the baseline means the model '
-          'got better for some users at the expense of others.</p>'
-          '<table class="fairness"><tr><th>group</th><th>model</th><th>best slice</th><th>worst slice</th>'
-          f'<th>spread (worst − best)</th><th>ratio</th></tr>{"".join(rows)}</table></section>')
-
-
-def _slices_html(report: Report) -> str:
-  parts = ['<section id="slices"><h2>Sliced metrics</h2><p>Bars: the candidate\'s RMSE per slice (red when worse '
-           'than overall); black tick: the baseline\'s; dashed line: the overall RMSE. A rating of a movie with '
-           'several genres counts in each of them.</p>']
-  reference = report['overall']['candidate'].get(ec.RMSE)
-  for group in report['slices']:
-    has_baseline = any(r['baseline'] for r in group['rows'])
-    head = ''.join(f'<th>{_esc(_SHORT_NAMES[m])}</th>' for m in SLICE_COLUMNS)
-    if has_baseline:
-      head += '<th>baseline RMSE</th><th>RMSE change</th>'
-    rows = []
-    for r in group['rows']:
-      row = f'<tr><th>{_esc(r["name"])}</th>' + ''.join(
-          _cell(m, r['candidate'].get(m), 'candidate', r['id']) for m in SLICE_COLUMNS)
-      if has_baseline:
-        base = r['baseline'] or {}
-        row += _cell(ec.RMSE, base.get(ec.RMSE), 'baseline', r['id'])
-        row += _cell(ec.RMSE + '_diff', r['candidate'].get(ec.RMSE + '_diff'), 'candidate', r['id'], signed=True)
-      rows.append(row + '</tr>')
-    bars = charts.slice_bars([(r['name'], r['candidate'].get(ec.RMSE), (r['baseline'] or {}).get(ec.RMSE),
-                               r['candidate'].get(ec.EXAMPLE_COUNT, 0.0)) for r in group['rows']],
-                             reference, 'RMSE')
-    feature = _esc(group['feature'])
-    parts.append(f'<div class="slice-group" id="slice-{feature}" data-feature="{feature}">'
-                 f'<h3>{_esc(group["title"])} <code>{_esc(group["feature"])}</code></h3>'
-                 f'<div class="pair"><table class="metrics"><tr><th>slice</th>{head}</tr>{"".join(rows)}</table>'
-                 f'{bars}</div></div>')
-  return ''.join(parts) + '</section>'
-
-
-def _distribution_html(report: Report) -> str:
-  dist = report['distributions']
-  lo, hi = dist['buckets'][0]['upper'], dist['buckets'][-1]['lower']
-  total = dist['count']
-  bucket_shares = [(b['lower'], b['upper'], b['count'] / total if total else 0.0) for b in dist['buckets']]
-  label_shares = [(float(s), c / total) for s, c in sorted(dist['labels'].items())] if total else []
-  rows = ''.join(f'<tr><td>{s}</td><td class="num" data-label-star="{s}">{c:,}</td>'
-                 f'<td class="num">{c / total:.1%}</td></tr>' for s, c in sorted(dist['labels'].items()))
-  check = ''
-  tfma_mean = report['overall']['candidate'].get(ec.MEAN_PREDICTION)
-  if total and tfma_mean is not None:
-    check = (f' Their mean, {dist["prediction_mean"]:.4f} over {total:,} examples, is TFMA\'s mean prediction '
-             f'({tfma_mean:.4f}): the same predictions TFMA scored.')
-  points = [(b['sum_prediction'] / b['count'], b['sum_label'] / b['count'], b['count'])
-            for b in dist['buckets'] if b['count'] > 0]
-  calib_rows = ''.join(
-      f'<tr><td>{b["lower"]:g} to {b["upper"]:g}</td>'
-      f'<td class="num" data-bucket-count="{b["count"]}">{b["count"]:,}</td>'
-      f'<td class="num">{b["sum_prediction"] / b["count"]:.3f}</td>'
-      f'<td class="num">{b["sum_label"] / b["count"]:.3f}</td></tr>' for b in dist['buckets'] if b['count'] > 0)
-  return (f'<section id="distributions"><h2>Predicted against actual ratings</h2>'
-          '<p>A model that predicts about the same rating for everyone shows as one tall narrow blue peak. '
-          f'Predictions: the candidate\'s <code>{ec.SERVING_SIGNATURE}</code> signature (the one TFMA calls) on '
-          f'the {_esc(report["eval_split"])} split, in quarter-star buckets; actual: the same examples\' ratings.'
-          f'{_esc(check)}</p>'
-          f'<div class="pair">{charts.distributions(bucket_shares, label_shares, lo, hi)}'
-          f'<table class="labels"><tr><th>actual stars</th><th>ratings</th><th>share</th></tr>{rows}</table></div>'
-          '</section>'
-          f'<section id="calibration"><h2>Calibration</h2><p>Mean actual rating of the examples in each '
-          'quarter-star bucket of the prediction. On the diagonal the model is calibrated; a flat line means the '
-          'prediction says little about the rating.</p>'
-          f'<div class="pair">{charts.calibration(points, lo, hi)}'
-          '<table class="calibration"><tr><th>prediction bucket</th><th>examples</th><th>mean prediction</th>'
-          f'<th>mean actual</th></tr>{calib_rows}</table></div></section>')
-
-
-def _retrieval_html(report: Report) -> str:
-  """Top-K metrics of the model's retrieval towers against popularity, when there are any."""
-  result = report.get('retrieval')
-  if result is None:
+def fmt_interval(found: Optional[Interval], signed: bool = False) -> str:
+  if found is None:
     return ''
-  head = ('<section id="retrieval"><h2>Retrieval: top-K recommendations</h2>'
-          f'<p>The RetrievalEvaluator\'s point-in-time protocol over {result.get("cases", 0):,} test users: '
-          'each user\'s later test ratings are the targets of a top-K list built from their earlier ones; '
-          'popularity (most-rated movies before the test period) is the baseline to beat.</p>')
-  if not result.get('evaluated'):
-    return head + f'<p class="context">Not evaluated: {_esc(result.get("reason", "no reason given"))}.</p></section>'
-  model, popularity = result.get('model', {}), result.get('popularity', {})
-  rows = ''.join(
-      f'<tr><th>{_esc(name.replace("_at_", "@").replace("_", " "))}</th>'
-      f'<td class="num" data-retrieval="model" data-retrieval-metric="{_esc(name)}">'
-      f'{model.get(name, float("nan")):.4f}</td>'
-      f'<td class="num" data-retrieval="popularity" data-retrieval-metric="{_esc(name)}">'
-      f'{popularity.get(name, float("nan")):.4f}</td></tr>'
-      for name in sorted(set(model) | set(popularity)))
-  return (head + '<table class="retrieval"><tr><th>metric</th><th>model</th><th>popularity</th></tr>'
-          f'{rows}</table></section>')
+  return f'[{fmt(found.low, signed=signed)}, {fmt(found.high, signed=signed)}]'
 
 
-def _data_html(report: Report) -> str:
-  data = report['data']
-  splits = ''.join(f'<tr><td>{_esc(k)}</td><td class="num" data-split="{_esc(k)}">{v:,}</td></tr>'
-                   for k, v in data['split_sizes'].items())
-  reasons = ''.join(f'<tr><td>{_esc(k)}</td><td class="num">{v:,}</td></tr>'
-                    for k, v in sorted(data['quarantined_by_reason'].items())) or '<tr><td colspan="2">none</td></tr>'
-  parts = ['<section id="data"><h2>Data</h2>']
-  if data.get('source'):
-    parts.append(f'<p>Source: <code>{_esc(data["source"])}</code>.</p>')
-  parts.append(f'<div class="pair"><table class="splits"><tr><th>split</th><th>examples</th></tr>{splits}</table>')
-  read, bad = data.get('rows_read'), data.get('rows_quarantined')
-  quarantined = (f'{bad:,} of {read:,} ratings quarantined' if read is not None and bad is not None
-                 else 'quarantine counts not available')
-  parts.append(f'<table class="quarantine"><tr><th colspan="2" data-quarantined="{bad}">{_esc(quarantined)}</th>'
-               f'</tr>{reasons}</table></div>')
-  validation = data.get('validation')
-  if validation is not None:
-    findings = ''.join(f'<li>{_esc(x["split"])}: {_esc(x["feature"])} ({_esc(x["kind"])}): '
-                       f'{_esc(x["description"])}</li>' for x in validation['findings'])
-    verdict = ('passed: no anomalies' if validation['passed'] else f'{len(validation["findings"])} anomalies')
-    parts.append(f'<p class="anomalies" data-anomalies="{len(validation["findings"])}">Data validation '
-                 f'{_esc(verdict)} ({validation["compared"]} drift, skew and OOV figures compared). '
-                 f'<a href="{_esc(validation["report"])}">Data validation report</a>.</p>'
-                 + (f'<ul>{findings}</ul>' if findings else ''))
-  else:
-    parts.append('<p class="anomalies">No data validation output was found for this run.</p>')
-  return ''.join(parts) + '</section>'
+def _exact(value: Optional[float]) -> str:
+  return repr(float(value)) if value is not None else ''
 
 
-def _provenance_html(report: Report) -> str:
-  models = report['models']
-  rows = [('run', report.get('run_id')), ('candidate model', models['candidate']),
-          ('baseline model', models['baseline'] or 'none'), ('evaluation (TFMA output)', report['paths']['evaluation']),
-          ('blessing', report['paths']['blessing']), ('examples', report['paths']['examples'])]
-  table = ''.join(f'<tr><th>{_esc(k)}</th><td><code>{_esc(v)}</code></td></tr>' for k, v in rows if v)
-  hparams = ''.join(f'<tr><th>{role}</th><td><code>{_esc(json.dumps(h, sort_keys=True))}</code></td></tr>'
-                    for role, h in models['hparams'].items() if h)
-  regenerate = (f'<p>Regenerate this report: <code class="regenerate">{_esc(report["regenerate"])}</code></p>'
-                if report.get('regenerate') else '')
-  return (f'<section id="provenance"><h2>Where this comes from</h2>{regenerate}<table>{table}</table>'
-          f'<h3>Hyperparameters</h3><table>{hparams or "<tr><td>not recorded</td></tr>"}</table>'
-          f'<details><summary>TFMA EvalConfig</summary><pre>{_esc(json.dumps(report["eval_config"], indent=1))}'
-          '</pre></details></section>')
+_TEMPLATES.filters.update(fmt=fmt, interval=fmt_interval, exact=_exact)
 
 
-_CSS = '''
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0 1.5em 1.2em 0; }
-td, th { border-bottom: 1px solid #ddd; padding: 3px 9px; text-align: left; vertical-align: middle; }
-.num { font-variant-numeric: tabular-nums; text-align: right; }
-.verdict-banner { font-size: 1.35em; font-weight: bold; padding: .5em .8em; border-radius: 4px; }
-.verdict-banner.pass { color: #1b5e20; background: #e8f5e9; }
-.verdict-banner.fail { color: #b71c1c; background: #ffebee; }
-td.verdict.pass { color: #2e7d32; font-weight: bold; } td.verdict.fail { color: #c62828; font-weight: bold; }
-.warnings { background: #fff8e1; border-left: 4px solid #f9a825; padding: .3em 1em; margin-bottom: 1em; }
-.pair { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 1em; }
-.chart { background: #fff; }
-nav a { margin-right: 1em; }
-h3 code { font-weight: normal; color: #666; font-size: .8em; }
-'''
+def _charts(report: Report) -> Dict[str, Any]:
+  """The page's SVG charts, already escaped by charts.py."""
+  reference = report.overall.candidate.get(ec.RMSE)
+  bars = {g.feature: markupsafe.Markup(charts.slice_bars(
+      [(r.name, r.candidate.get(ec.RMSE), (r.baseline or {}).get(ec.RMSE), r.count) for r in g.rows],
+      reference, 'RMSE')) for g in report.slices}
+  dist = report.distributions
+  total = dist.count
+  lo, hi = dist.buckets[0].upper, dist.buckets[-1].lower
+  shares = [(b.lower, b.upper, b.count / total if total else 0.0) for b in dist.buckets]
+  label_shares = [(float(s), c / total) for s, c in sorted(dist.labels.items())] if total else []
+  points = [(b.sum_prediction / b.count, b.sum_label / b.count, b.count) for b in dist.buckets if b.count > 0]
+  return {'bars': bars, 'distributions': markupsafe.Markup(charts.distributions(shares, label_shares, lo, hi)),
+          'calibration': markupsafe.Markup(charts.calibration(points, lo, hi))}
+
+
+def _context(report: Report) -> Dict[str, Any]:
+  return {'r': report, 'ec': ec, 'METRICS': METRICS, 'SLICE_COLUMNS': SLICE_COLUMNS, 'SHORT_NAMES': SHORT_NAMES,
+          'OVERALL': OVERALL, 'json': json}
 
 
 def to_html(report: Report) -> str:
   """The self-contained page: inline CSS and SVG, no script, no network."""
-  nav = ''.join(f'<a href="#{k}">{v}</a>' for k, v in (
-      ('decision', 'Decision'), ('overall', 'Overall'), ('fairness', 'Fairness'), ('slices', 'Slices'),
-      ('distributions', 'Distributions'), ('calibration', 'Calibration'),
-      *([('retrieval', 'Retrieval')] if report.get('retrieval') is not None else []), ('data', 'Data'),
-      ('provenance', 'Provenance')))
-  return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{_esc(report["title"])}</title>'
-          f'<style>{_CSS}</style></head><body><h1>{_esc(report["title"])}</h1>'
-          f'<p>Generated {_esc(report["generated"])}'
-          + (f' for pipeline run <code>{_esc(report["run_id"])}</code>' if report.get('run_id') else '')
-          + f'.</p><nav>{nav}</nav>'
-          + _decision_html(report) + _overall_html(report) + _fairness_html(report) + _slices_html(report)
-          + _distribution_html(report) + _retrieval_html(report) + _data_html(report) + _provenance_html(report)
-          + '</body></html>\n')
-
-
-# ----- Markdown -----
-
-def _worst_slices(report: Report, n: int = 3) -> List[Tuple[str, str, float, float]]:
-  """The ``n`` slices with the highest RMSE among those big enough for it to mean something."""
-  total = report['overall']['candidate'].get(ec.EXAMPLE_COUNT, 0.0)
-  rows = [(g['title'], r['name'], r['candidate'][ec.RMSE], r['candidate'].get(ec.EXAMPLE_COUNT, 0.0))
-          for g in report['slices'] for r in g['rows'] if ec.RMSE in r['candidate']]
-  rows = [row for row in rows if row[3] >= MIN_SLICE_SHARE * total]
-  return sorted(rows, key=lambda x: -x[2])[:n]
+  return _TEMPLATES.get_template('report.html.j2').render(charts=_charts(report), **_context(report))
 
 
 def to_markdown(report: Report, html_path: Optional[str] = None) -> str:
   """A short summary for a pull request or a chat message."""
-  d, cand, base = report['decision'], report['overall']['candidate'], report['overall']['baseline']
-  lines = [f'# {report["title"]}', '', f'**{d["headline"]}**', '']
-  lines += [f'- {r}' for r in d['reasons']]
-  lines += [f'- **Warning:** {w}' for w in d.get('warnings', [])] + ['']
-  header = '| metric | candidate |' + (' baseline | change |' if base is not None else '')
-  lines += [header, '|---|---:|' + ('---:|---:|' if base is not None else '')]
-  for metric, title in METRICS:
-    line = f'| {title} | {_fmt(metric, cand.get(metric))} |'
-    if base is not None:
-      line += f' {_fmt(metric, base.get(metric))} | {_fmt(metric, cand.get(metric + "_diff"), signed=True)} |'
-    lines.append(line)
-  lines.append('')
-  for item in report['fairness']:
-    s = item['candidate']
-    if s is not None:
-      lines.append(f'- RMSE spread across {item["title"].lower()}: {s["spread"]:.4f} '
-                   f'(best {s["best"]} {s["best_value"]:.4f}, worst {s["worst"]} {s["worst_value"]:.4f})'
-                   + (f'; baseline {item["baseline"]["spread"]:.4f}' if item['baseline'] else ''))
-  worst = _worst_slices(report)
-  if worst:
-    listed = '; '.join(f'{t} {n} {v:.4f} (n={c:,.0f})' for t, n, v, c in worst)
-    lines.append(f'- Worst slices by RMSE (of those with at least {MIN_SLICE_SHARE:.0%} of the examples): {listed}')
-  dist = report['distributions']
-  if dist.get('prediction_range_90'):
-    low, high = dist['prediction_range_90']
-    lines.append(f'- Predictions: standard deviation {dist["prediction_std"]:.3f} '
-                 f'(ratings {dist["constant_rmse"]:.3f}), '
-                 f'90% between {low:.2f} and {high:.2f}; predicting the mean for everyone would score RMSE '
-                 f'{dist["constant_rmse"]:.4f}')
-  retrieval = report.get('retrieval')
-  if retrieval and retrieval.get('evaluated'):
-    shown = ', '.join(f'{k} {retrieval["model"][k]:.4f} (popularity {retrieval["popularity"].get(k, float("nan")):.4f})'
-                      for k in sorted(retrieval['model']))
-    lines.append(f'- Retrieval over {retrieval.get("cases", 0):,} test users: {shown}')
-  data = report['data']
-  sizes = ', '.join(f'{k} {v:,}' for k, v in data['split_sizes'].items())
-  validation = data.get('validation')
-  lines.append(f'- Data: {sizes}; {data.get("rows_quarantined")} rows quarantined; '
-               + ('data validation: no data validation output' if validation is None else
-                  f'data validation: {len(validation["findings"])} anomalies'))
-  lines.append('')
-  if html_path:
-    lines.append(f'Full report: `{html_path}`')
-  if report.get('regenerate'):
-    lines.append(f'Regenerate: `{report["regenerate"]}`')
-  return '\n'.join(lines) + '\n'
+  return _TEMPLATES.get_template('summary.md.j2').render(html_path=html_path, **_context(report))
 
 
 def write(out_dir: str, report: Report, html_name: str = 'report.html', json_name: str = 'report.json',
@@ -746,7 +964,7 @@ def write(out_dir: str, report: Report, html_name: str = 'report.html', json_nam
   paths = {'html': os.path.join(out_dir, html_name), 'json': os.path.join(out_dir, json_name),
            'markdown': os.path.join(out_dir, markdown_name)}
   with tf.io.gfile.GFile(paths['json'], 'w') as fh:
-    json.dump(report, fh, indent=1, sort_keys=True, default=_json_default)
+    json.dump(report.to_dict(), fh, indent=1, sort_keys=True, default=_json_default)
   with tf.io.gfile.GFile(paths['html'], 'w') as fh:
     fh.write(to_html(report))
   with tf.io.gfile.GFile(paths['markdown'], 'w') as fh:
@@ -763,6 +981,7 @@ def _json_default(value):
 
 
 def headline(report: Report) -> str:
-  """One line for the log: the decision and the candidate's RMSE."""
-  rmse = report['overall']['candidate'].get(ec.RMSE)
-  return f'{report["decision"]["headline"]} RMSE {_fmt(ec.RMSE, rmse)}.'
+  """One line for the log: the decision and the candidate's RMSE with its interval."""
+  rmse = report.overall.candidate.get(ec.RMSE)
+  found = report.overall.intervals.get(ec.RMSE)
+  return f'{report.decision.headline} RMSE {fmt(rmse)}' + (f' {fmt_interval(found)}.' if found else '.')

@@ -5,8 +5,9 @@ and component.py imports the executor.
 """
 from tfx.types import artifact, component_spec, standard_artifacts
 
-from components.movielens_example_gen.spec import QuarantinedRows
+from components.common.artifacts import QuarantinedRows
 from components.retrieval_evaluator.spec import RetrievalEvaluation
+from contract import names
 
 # Inputs.
 EVALUATION_KEY = 'evaluation'
@@ -18,8 +19,11 @@ ANOMALIES_KEY = 'anomalies'
 RETRIEVAL_KEY = 'retrieval'
 # Parameters.
 EVAL_SPLIT_KEY = 'eval_split'
+REQUIRE_NOT_WORSE_KEY = 'require_not_worse'   # 0/1: bless only if not significantly worse than the baseline
+MIN_SLICE_COUNT_KEY = 'min_slice_count'
 # Outputs.
 REPORT_KEY = 'report'
+MODEL_BLESSING_KEY = names.FINAL_BLESSING_KEY          # the blessing the Pusher and the baseline Resolver read
 
 # Files in the report artifact.
 REPORT_HTML = 'report.html'
@@ -38,9 +42,11 @@ class EvaluationReport(artifact.Artifact):
 
 
 class EvalReportSpec(component_spec.ComponentSpec):
-  """The Evaluator's outputs and the data they were computed on, in; the report out."""
+  """The Evaluator's outputs and the data they were computed on, in; the report and the final blessing out."""
   PARAMETERS = {
       EVAL_SPLIT_KEY: component_spec.ExecutionParameter(type=str),
+      REQUIRE_NOT_WORSE_KEY: component_spec.ExecutionParameter(type=int),
+      MIN_SLICE_COUNT_KEY: component_spec.ExecutionParameter(type=int),
   }
   INPUTS = {
       EVALUATION_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation),
@@ -53,4 +59,5 @@ class EvalReportSpec(component_spec.ComponentSpec):
   }
   OUTPUTS = {
       REPORT_KEY: component_spec.ChannelParameter(type=EvaluationReport),
+      MODEL_BLESSING_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelBlessing),
   }

@@ -15,24 +15,32 @@ from contract import names
 from transforms import features as f
 
 
+def _columns(per_case: List[Dict[str, float]]) -> Dict[str, List[float]]:
+  return {k: [c[k] for c in per_case] for k in (per_case[0] if per_case else {})}
+
+
 def evaluate(examples_uri: str, model_dir: str) -> Dict[str, Any]:
   """Protocol metrics of the SavedModel in ``model_dir`` and of popularity.
 
   Returns:
-    ``{'evaluated': bool, 'reason'?: str, 'cases': n, 'model': {...}, 'popularity': {...}}``.
+    ``{'evaluated': bool, 'reason'?: str, 'cases': n, 'model': {...}, 'popularity': {...}, 'per_case': {...}}``;
+    ``per_case`` holds each case's user and metrics, for the report's
+    intervals over users.
   """
   loaded = tf.saved_model.load(model_dir)
   splits = {s: protocol.read_split(examples_uri, s) for s in ('train', 'eval', 'test')}
   test = splits['test']
   everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
   cases = protocol.retrieval_cases(everything, test)
-  result: Dict[str, Any] = {
-      'cases': len(cases), 'popularity': protocol.popularity_metrics(everything, min(test[f.TIMESTAMP]), cases)}
+  popularity = protocol.popularity_per_case(everything, min(test[f.TIMESTAMP]), cases)
+  result: Dict[str, Any] = {'cases': len(cases), 'popularity': protocol.mean_metrics(popularity) if cases else {}}
   if names.RETRIEVE not in loaded.signatures:
     result.update(evaluated=False, reason=f'the model has no {names.RETRIEVE!r} signature (no retrieval towers)')
     return result
-  retrieve = protocol.retriever(loaded.signatures[names.RETRIEVE])
-  result.update(evaluated=True, model=protocol.model_metrics(retrieve, test, cases))
+  model = protocol.model_per_case(protocol.retriever(loaded.signatures[names.RETRIEVE]), test, cases)
+  result.update(evaluated=True, model=protocol.mean_metrics(model), per_case={
+      'users': [test[f.USER_ID][i].decode() for i, _, _ in cases],
+      'model': _columns(model), 'popularity': _columns(popularity)})
   return result
 
 

@@ -82,8 +82,8 @@ def mean_metrics(per_case: Sequence[Dict[str, float]]) -> Dict[str, float]:
   return {k: round(float(np.mean([c[k] for c in per_case])), 4) for k in per_case[0]}
 
 
-def popularity_metrics(everything: Dict[str, list], test_start: int, cases: Sequence[Case]) -> Dict[str, float]:
-  """The baseline: most-rated movies before the test period, minus what each user has seen."""
+def popularity_per_case(everything: Dict[str, list], test_start: int, cases: Sequence[Case]) -> List[Dict[str, float]]:
+  """The baseline, case by case: most-rated movies before the test period, minus what each user has seen."""
   counts = collections.Counter(m for m, t in zip(everything[f.MOVIE_ID], everything[f.TIMESTAMP]) if t < test_start)
   # Ties by movie id, so the ranking does not depend on the order rows were read in.
   order = sorted(counts, key=lambda m: (-counts[m], m))
@@ -91,7 +91,12 @@ def popularity_metrics(everything: Dict[str, list], test_start: int, cases: Sequ
   for _, seen, targets in cases:
     ranked = [m for m in order if m not in seen][:max(CUTOFFS)]
     per_case.append(ranking_metrics(ranked, targets))
-  return mean_metrics(per_case)
+  return per_case
+
+
+def popularity_metrics(everything: Dict[str, list], test_start: int, cases: Sequence[Case]) -> Dict[str, float]:
+  """``popularity_per_case`` averaged over the cases."""
+  return mean_metrics(popularity_per_case(everything, test_start, cases))
 
 
 def retriever(signature) -> Callable[[List[bytes], int], List[List[bytes]]]:
@@ -104,9 +109,9 @@ def retriever(signature) -> Callable[[List[bytes], int], List[List[bytes]]]:
   return retrieve
 
 
-def model_metrics(retrieve: Callable[[List[bytes], int], List[List[bytes]]], test: Dict[str, list],
-                  cases: Sequence[Case], batch_size: int = 256) -> Dict[str, float]:
-  """Scores a retriever on the cases.
+def model_per_case(retrieve: Callable[[List[bytes], int], List[List[bytes]]], test: Dict[str, list],
+                   cases: Sequence[Case], batch_size: int = 256) -> List[Dict[str, float]]:
+  """Scores a retriever on each case.
 
   Args:
     retrieve: serialized query examples and k to ranked movie id lists.
@@ -122,4 +127,10 @@ def model_metrics(retrieve: Callable[[List[bytes], int], List[List[bytes]]], tes
     lists = retrieve([test['serialized'][i] for i, _, _ in batch], k)
     for ranked, (_, seen, targets) in zip(lists, batch):
       per_case.append(ranking_metrics([m for m in ranked if m not in seen][:max(CUTOFFS)], targets))
-  return mean_metrics(per_case)
+  return per_case
+
+
+def model_metrics(retrieve: Callable[[List[bytes], int], List[List[bytes]]], test: Dict[str, list],
+                  cases: Sequence[Case], batch_size: int = 256) -> Dict[str, float]:
+  """``model_per_case`` averaged over the cases."""
+  return mean_metrics(model_per_case(retrieve, test, cases, batch_size))
