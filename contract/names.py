@@ -11,6 +11,7 @@ SERVING_TF_EXAMPLE = 'serving_tf_example'  # serialized tf.Example protos
 TRANSFORM_FEATURES = 'transform_features'  # serialized examples to Transform outputs
 RECOMMEND = 'recommend'                   # one user a row to its top k movies
 RETRIEVE = 'retrieve'                     # the retrieval towers' top k (models with towers)
+EXPLAIN = 'explain'                       # why a rating model scores a (user, movie) pair so
 # The input name of the two signatures that take serialized examples.
 EXAMPLES = 'examples'
 
@@ -23,6 +24,14 @@ MOVIE_IDS, TITLES, SCORES = 'movie_ids', 'titles', 'scores'
 K = 'k'
 DEFAULT_K = 10
 MAX_K = 100
+
+# Output keys of explain (besides PREDICTION_KEY, the score [B]).
+BASELINE_SCORE = 'baseline_score'              # [B] every explained feature at its unknown value
+GROUP_NAMES = 'group_names'                    # [B, G] feature groups, from the feature table
+GROUP_ATTRIBUTIONS = 'group_attributions'      # [B, G] exact Shapley values; they sum to score - baseline
+HISTORY_CONTRIBUTIONS = 'history_contributions'  # [B, T] score minus the score without that history entry
+# |sum of attributions - (score - baseline)| stays below this (float32 ratings in 1..5).
+EXPLAIN_TOLERANCE = 1e-4
 
 # Component ids, as create_pipeline gives them with .with_id().
 EXAMPLE_GEN = 'MovieLensExampleGen'
