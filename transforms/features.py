@@ -378,17 +378,17 @@ def describe(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OU
              f'{len(x.domain)} names' if x.domain else '')
     rows.append({'feature': x.name, 'dtype': x.dtype, 'shape': x.shape, 'role': x.role, 'valid': valid,
                  'unknown': '' if x.unknown is None else repr(x.unknown), 'becomes': x.becomes,
-                 'feeds': ', '.join(feeds(x.name, outputs)), 'description': x.description})
+                 'group': x.group, 'feeds': ', '.join(feeds(x.name, outputs)), 'description': x.description})
   return rows
 
 
 def markdown(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OUTPUTS) -> str:
   """The tables as docs/features.md shows them (``python -m transforms.features`` prints it)."""
-  lines = ['| feature | dtype | shape | role | valid | unknown | becomes | feeds |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  lines = ['| feature | dtype | shape | role | valid | unknown | becomes | explain group | feeds |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   for row in describe(table, outputs):
     lines.append('| ' + ' | '.join([f"`{row['feature']}`"] + [row[k].replace('|', '\\|') for k in (
-        'dtype', 'shape', 'role', 'valid', 'unknown', 'becomes')] + [
+        'dtype', 'shape', 'role', 'valid', 'unknown', 'becomes', 'group')] + [
         ', '.join(f'`{o}`' for o in row['feeds'].split(', ') if o)]) + ' |')
   lines += ['', '| Transform output | from | what | slice only |', '| --- | --- | --- | --- |']
   for o in outputs:
