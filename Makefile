@@ -14,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::FutureWarning,ignore::DeprecationWarning
 export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
-.PHONY: setup lint chromium redis-server wrk run serve feature-store test test-unit test-e2e test-compile \
+.PHONY: setup lint chromium redis-server wrk run serve feature-store app test test-unit test-e2e test-compile \
 	bench-pipeline bench-quality bench-index bench-serving bench-scale bench-feature-store clean
 
 setup: $(STAMP)
@@ -40,6 +40,13 @@ serve: $(STAMP)
 FEATURE_STORE ?= $(dir $(MODEL_BASE_PATH))feature_store.sqlite
 feature-store: $(STAMP)
 	$(PY) -m serving.feature_store bootstrap --store $(FEATURE_STORE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+# The model app (docs/app.md): the server over the newest pushed model with the
+# feature store (seeded on first use); open the URL it prints.
+app: $(STAMP)
+	@test -e $(FEATURE_STORE) || $(MAKE) feature-store
+	@echo 'Model app: http://127.0.0.1:8501/app/'
+	$(PY) -m serving.server --model-base-path $(MODEL_BASE_PATH) --feature-store $(FEATURE_STORE) $(SERVE_ARGS)
 
 # The feature store's tests and benchmark start Debian's redis-server.
 redis-server:

@@ -11,7 +11,7 @@ setuptools.setup(
     python_requires='>=3.10,<3.11',
     packages=setuptools.find_packages(include=['contract*', 'pipeline*', 'components*', 'transforms*', 'trainer*',
                                                'kubeflow*', 'serving*']),
-    package_data={'components': ['*/README.md', 'eval_report/templates/*.j2']},
+    package_data={'components': ['*/README.md', 'eval_report/templates/*.j2'], 'serving': ['app/*.html', 'app/*.js']},
     install_requires=[
         'tfx==1.16.0',
         'tensorflow==2.16.2',
@@ -36,5 +36,7 @@ setuptools.setup(
         # serving/feature_store: the Redis backend and the event stream (pinned through Beam already).
         'redis==5.3.1',
     ],
-    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4']},
+    extras_require={'dev': ['pytest==8.3.3', 'hypothesis==6.168.5', 'requests==2.34.2', 'ruff==0.8.4',
+                            # tests/test_app.py drives Debian's Chromium with it (no browser download).
+                            'playwright==1.65.2']},
 )

@@ -12,6 +12,7 @@ TRANSFORM_FEATURES = 'transform_features'  # serialized examples to Transform ou
 RECOMMEND = 'recommend'                   # one user a row to its top k movies
 RETRIEVE = 'retrieve'                     # the retrieval towers' top k (models with towers)
 RECOMMEND_DIVERSE = 'recommend_diverse'   # recommend plus a diversity weight a row (MMR over genres)
+EXPLAIN = 'explain'                       # why a rating model scores a (user, movie) pair so
 # The input name of the two signatures that take serialized examples.
 EXAMPLES = 'examples'
 
@@ -27,6 +28,14 @@ MAX_K = 100
 # recommend_diverse's variety knob: the MMR weight over genres of each row,
 # in [0, 1]; 0 ranks by score, as recommend does.
 DIVERSITY = 'diversity'
+
+# Output keys of explain (besides PREDICTION_KEY, the score [B]).
+BASELINE_SCORE = 'baseline_score'              # [B] every explained feature at its unknown value
+GROUP_NAMES = 'group_names'                    # [B, G] feature groups, from the feature table
+GROUP_ATTRIBUTIONS = 'group_attributions'      # [B, G] exact Shapley values; they sum to score - baseline
+HISTORY_CONTRIBUTIONS = 'history_contributions'  # [B, T] score minus the score without that history entry
+# |sum of attributions - (score - baseline)| stays below this (float32 ratings in 1..5).
+EXPLAIN_TOLERANCE = 1e-4
 
 # Component ids, as create_pipeline gives them with .with_id().
 EXAMPLE_GEN = 'MovieLensExampleGen'

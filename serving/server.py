@@ -7,10 +7,15 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``GET  /v1/models/{name}[/versions/{v}]``: version status, as TF Serving;
 * ``GET  /v1/models/{name}[/versions/{v}]/metadata``: signature defs;
 * ``POST /v1/models/{name}[/versions/{v}]:predict``: ``instances`` or
-  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``;
+  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``, ``explain``;
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
   field optional;
+* ``POST /v1/models/{name}[/versions/{v}]:explain``: recommend's body plus a
+  ``movie_id``: why the model rates that movie so for that user
+  (serving/explain.py, docs/app.md);
+* ``GET  /v1/models/{name}[/versions/{v}]/catalog``: the movies it recommends from;
+* ``GET  /app/``: the model app, a page over these routes (serving/app/);
 * ``POST /v1/users/{id}/ratings`` (with ``--feature-store``): one rating event
   or ``{"events": [...]}``; then ``:recommend`` and ``:predict`` take
   ``{"user_id": "196"}`` and the store fills what the caller leaves out
@@ -47,7 +52,7 @@ import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from serving import codec, feature_store, model_store  # noqa: E402
+from serving import codec, explain, feature_store, model_store  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
 from serving.request_log import RequestLog  # noqa: E402
 from contract import names  # noqa: E402
@@ -173,13 +178,16 @@ class App:
     self.routes: List[Route] = [
         self.route('POST', _MODEL + r':predict', self.predict, 'predict'),
         self.route('POST', _MODEL + r':recommend', self.recommend, 'recommend'),
+        self.route('POST', _MODEL + r':explain', self.explain, 'explain'),
         self.route('POST', _MODEL + r':(?P<verb>[^/]*)', self.unknown_verb, 'other'),
         self.route('GET', _MODEL + r'/metadata', self.metadata, 'metadata'),
+        self.route('GET', _MODEL + r'/catalog', self.catalog, 'catalog'),
         self.route('GET', _MODEL, self.status, 'status'),
         self.route('POST', r'/v1/users/(?P<user_id>[^/]+)/ratings', self.ratings, 'ratings'),
         self.route('GET', r'/healthz', self.healthz, 'healthz'),
         self.route('GET', r'/readyz', self.readyz, 'readyz'),
         self.route('GET', r'/metrics', self.prometheus, 'metrics'),
+        self.route('GET', r'/app/?(?P<file>[^/]*)', self.app, 'app'),
     ]
 
   @staticmethod
@@ -239,7 +247,7 @@ class App:
         logging.exception('Internal error on %s %s', method, path)
         return _error(500, f'Internal error ({type(error).__name__}); the server logged it.'), route.label, model
     return _error(404, f'No route for {method} {path}; see /v1/models/<name>, /v1/models/<name>/metadata, '
-                  '/v1/models/<name>:predict, /healthz, /readyz, /metrics.'), 'other', ''
+                  '/v1/models/<name>:predict, /app/, /healthz, /readyz, /metrics.'), 'other', ''
 
   # Handlers.
 
@@ -264,7 +272,7 @@ class App:
         'metadata': {'signature_def': {'signature_def': servable.signature_defs}}}))
 
   async def unknown_verb(self, body: bytes, name: str, version: Optional[str], verb: str) -> Response:
-    raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend").')
+    raise codec.BadRequest(f'":{verb}" is not served here; use ":predict" (or ":recommend", ":explain").')
 
   async def predict(self, body: bytes, name: str, version: Optional[str]) -> Response:
     request = _json_body(body)
@@ -299,6 +307,28 @@ class App:
                        for m, t, s in zip(ids, titles, scores.tolist()) if m]
     payload = {'model_version': str(servable.version), 'recommendations': recommendations}
     return Response(200, _dumps(payload) if _finite([scores]) else json.dumps(payload).encode())
+
+  async def explain(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    request = _json_body(body)
+    servable = self._acquire(name, version)
+    try:
+      signature = _signature(servable, names.EXPLAIN)
+      movies = explain.load_catalog(servable.path)
+      row = explain.explain_instance(request, signature.inputs, self.feature_store, movies)
+      arrays, _ = codec.parse_predict({'instances': [row]}, signature.inputs, self.config.limits)
+      outputs = await self._run(signature, arrays)
+    finally:
+      servable.release()
+    return Response(200, _dumps(explain.format_explanation(outputs, row, movies, servable.version)))
+
+  async def catalog(self, body: bytes, name: str, version: Optional[str]) -> Response:
+    servable = self._acquire(name, version)
+    servable.release()
+    return Response(200, _dumps(explain.catalog(servable.path, servable.version)))
+
+  async def app(self, body: bytes, file: str) -> Response:
+    content, content_type = explain.app_file(file or 'index.html')
+    return Response(200, content, content_type)
 
   async def ratings(self, body: bytes, user_id: str) -> Response:
     if self.feature_store is None:

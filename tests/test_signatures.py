@@ -64,8 +64,23 @@ def test_recommend_inputs_are_the_user_features_the_model_reads(exported):
   diverse = set(loaded.signatures[names.RECOMMEND_DIVERSE].structured_input_signature[1])
   assert diverse == inputs | {names.DIVERSITY}
   retrieves = {names.RETRIEVE} if entry.retrieves else set()
+  explains = {names.EXPLAIN} if entry.rates else set()
   assert set(loaded.signatures) == {names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.TRANSFORM_FEATURES,
-                                    names.RECOMMEND, names.RECOMMEND_DIVERSE} | retrieves
+                                    names.RECOMMEND, names.RECOMMEND_DIVERSE} | retrieves | explains
+
+
+def test_explain_attributions_sum_to_the_score_minus_the_baseline_for_every_rating_model(exported):
+  loaded = exported[0]
+  specs = loaded.signatures[names.EXPLAIN].structured_input_signature[1]
+  values = {f.HISTORY_MOVIE_IDS: [['1', '2', '']], f.HISTORY_RATINGS: [[5.0, 2.0, 0.0]], f.MOVIE_ID: ['3'],
+            f.USER_AGE: [30], f.USER_GENDER: ['F'], f.TIMESTAMP: [880000000], f.GENRES: [['Drama']]}
+  inputs = {}
+  for name, spec in specs.items():
+    unknown = [''] if spec.dtype == tf.string else [0]
+    inputs[name] = tf.constant(values.get(name, [unknown] if spec.shape.rank == 2 else unknown), spec.dtype)
+  out = loaded.signatures[names.EXPLAIN](**inputs)
+  gap = out[names.PREDICTION_KEY].numpy() - out[names.BASELINE_SCORE].numpy()
+  assert abs(out[names.GROUP_ATTRIBUTIONS].numpy().sum() - gap[0]) < names.EXPLAIN_TOLERANCE
 
 
 def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs(exported, tiny_transform):

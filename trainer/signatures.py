@@ -179,16 +179,15 @@ def read_catalog(tf_transform_output: tft.TFTransformOutput) -> Dict[str, np.nda
     movie_id, movie_title [N] bytes; genres [N, G] bytes padded with b'';
     release_year [N] int64, its unknown value when u.item has no date.
   """
-  rows = [line.split(f.CATALOG_SEPARATOR.encode())
-          for line in tf_transform_output.vocabulary_by_name(f.CATALOG_VOCAB)]
-  genres = [g.split(b'|') if g else [] for _, _, g, _ in rows]
+  rows = f.parse_catalog(tf_transform_output.vocabulary_by_name(f.CATALOG_VOCAB))
+  genres = [g for _, _, g, _ in rows]
   width = max([len(g) for g in genres] + [1])
   unknown_year = f.BY_NAME[f.RELEASE_YEAR].unknown
   return {
       f.MOVIE_ID: np.array([r[0] for r in rows], dtype=object),
       f.MOVIE_TITLE: np.array([r[1] for r in rows], dtype=object),
       f.GENRES: np.array([g + [b''] * (width - len(g)) for g in genres], dtype=object).reshape(len(rows), width),
-      f.RELEASE_YEAR: np.array([int(r[3]) if r[3] else unknown_year for r in rows], dtype=np.int64),
+      f.RELEASE_YEAR: np.array([unknown_year if r[3] is None else r[3] for r in rows], dtype=np.int64),
   }
 
 

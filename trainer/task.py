@@ -23,7 +23,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from contract import names  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import distribution, item_item, registry, similarity  # noqa: E402
+from trainer import distribution, explain, item_item, registry, similarity  # noqa: E402
 from trainer.signatures import make_serving_signatures  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -193,9 +193,14 @@ def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOut
 
 def serving_signatures(params: hp.HParams, model: tf.keras.Model,
                        tf_transform_output: tft.TFTransformOutput) -> Dict[str, tf.types.experimental.ConcreteFunction]:
-  """The signatures the Trainer saves ``model`` with (``trainer/signatures.py``)."""
+  """The signatures the Trainer saves ``model`` with (``trainer/signatures.py``), ``explain`` for rating models."""
   entry = registry.get(params.model)
-  return make_serving_signatures(model, tf_transform_output, retrieves=entry.retrieves, item_item=entry.item_item)
+  signatures = make_serving_signatures(model, tf_transform_output, retrieves=entry.retrieves,
+                                       item_item=entry.item_item)
+  if entry.rates:
+    signatures[names.EXPLAIN] = explain.make_explain_signature(explain.model_scorer(model),
+                                                              f.raw_inputs(model.TRANSFORM_OUTPUTS))
+  return signatures
 
 
 # TFX Trainer calls this.

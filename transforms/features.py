@@ -160,6 +160,8 @@ class Feature:
       ``preprocessing_fn``).
     max_values: the most values a MULTI feature carries.
     aligned_with: a MULTI feature whose values pair up with this one's.
+    group: the feature group an explanation attributes to (the ``explain``
+      signature switches a group's features to ``unknown`` together).
   """
   name: str
   dtype: str
@@ -172,6 +174,7 @@ class Feature:
   becomes: str = ''
   max_values: Optional[int] = None
   aligned_with: Optional[str] = None
+  group: str = ''
 
   def range_text(self) -> str:
     """'in 1..120, or 0 for unknown': the valid values, as messages state them."""
@@ -217,35 +220,37 @@ _HISTORY_RULE = (f'the user\'s ratings strictly before this one, oldest first, t
 
 FEATURES: Tuple[Feature, ...] = (
     Feature(USER_ID, 'string', SCALAR, USER, 'MovieLens user id, e.g. "196"', unknown='',
-            becomes='the out-of-vocabulary bucket (a user not seen in training)'),
+            becomes='the out-of-vocabulary bucket (a user not seen in training)', group='user'),
     Feature(USER_AGE, 'int64', SCALAR, USER, 'age in years', valid_range=AGE_RANGE, unknown=0,
-            becomes='the mean age of the train split (a Transform analyzer)'),
+            becomes='the mean age of the train split (a Transform analyzer)', group='age'),
     Feature(USER_GENDER, 'string', SCALAR, USER, '"M" or "F"', domain=GENDERS, unknown='',
-            becomes='the out-of-vocabulary bucket'),
+            becomes='the out-of-vocabulary bucket', group='gender'),
     Feature(USER_OCCUPATION, 'string', SCALAR, USER, 'one of u.occupation, e.g. "technician"', unknown='',
-            becomes='the out-of-vocabulary bucket'),
+            becomes='the out-of-vocabulary bucket', group='occupation'),
     Feature(USER_ZIP, 'string', SCALAR, USER, 'zip code; no model reads it (it let models memorise users)',
-            unknown=''),
+            unknown='', group='zip'),
     Feature(HISTORY_MOVIE_IDS, 'string', MULTI, USER, 'movie ids of ' + _HISTORY_RULE, unknown=[],
-            becomes='an empty history (the cold-start path)', max_values=HISTORY_LENGTH),
+            becomes='an empty history (the cold-start path)', max_values=HISTORY_LENGTH, group='history'),
     Feature(HISTORY_RATINGS, 'float32', MULTI, USER, 'their ratings, one per movie id', valid_range=RATING_RANGE,
-            unknown=[], becomes='an empty history', max_values=HISTORY_LENGTH, aligned_with=HISTORY_MOVIE_IDS),
+            unknown=[], becomes='an empty history', max_values=HISTORY_LENGTH, aligned_with=HISTORY_MOVIE_IDS,
+            group='history'),
     Feature(MOVIE_ID, 'string', SCALAR, MOVIE, 'MovieLens movie id, e.g. "242"', unknown='',
-            becomes='the out-of-vocabulary bucket (a movie not seen in training)'),
+            becomes='the out-of-vocabulary bucket (a movie not seen in training)', group='movie'),
     Feature(MOVIE_TITLE, 'string', SCALAR, MOVIE, 'title with the year, e.g. "Toy Story (1995)"', unknown='',
-            becomes='no title words'),
+            becomes='no title words', group='movie'),
     Feature(GENRES, 'string', MULTI, MOVIE, 'genre names from u.genre', domain=GENRE_NAMES, unknown=[],
-            becomes='no genre', max_values=len(GENRE_NAMES)),
+            becomes='no genre', max_values=len(GENRE_NAMES), group='genres'),
     Feature(RELEASE_YEAR, 'int64', OPTIONAL, MOVIE, 'release year; absent when u.item has no date',
             valid_range=RELEASE_YEAR_RANGE, unknown=0,
-            becomes='the mean year of the train split, with release_year_known 0'),
+            becomes='the mean year of the train split, with release_year_known 0', group='movie'),
     Feature(MOVIE_RATING_COUNT, 'int64', SCALAR, MOVIE,
             'ratings the movie had strictly before this one, by anyone (a live statistic)',
-            valid_range=(0, 2**31 - 1), unknown=0, becomes='the learned movie bias alone'),
+            valid_range=(0, 2**31 - 1), unknown=0, becomes='the learned movie bias alone', group='movie statistics'),
     Feature(MOVIE_RATING_MEAN, 'float32', SCALAR, MOVIE, 'their mean; 0 when there were none',
-            valid_range=(0.0, RATING_RANGE[1]), unknown=0.0, becomes='the learned movie bias alone'),
+            valid_range=(0.0, RATING_RANGE[1]), unknown=0.0, becomes='the learned movie bias alone',
+            group='movie statistics'),
     Feature(TIMESTAMP, 'int64', SCALAR, CONTEXT, 'when the rating (or the request) happens, unix seconds',
-            valid_range=TIMESTAMP_RANGE, unknown=0, becomes='the time the model is called'),
+            valid_range=TIMESTAMP_RANGE, unknown=0, becomes='the time the model is called', group='time'),
     Feature(RATING, 'float32', SCALAR, LABEL, 'the rating, the label', valid_range=RATING_RANGE),
 )
 
@@ -305,6 +310,25 @@ def raw_inputs(read: Iterable[str], table: Sequence[Feature] = FEATURES,
   return tuple(x.name for x in table if x.name in needed)
 
 
+def parse_catalog(lines: Iterable[bytes]) -> List[Tuple[bytes, bytes, List[bytes], Optional[int]]]:
+  """CATALOG_VOCAB's lines (as Transform wrote them) as (movie id, title, genres, release year or None)."""
+  rows = []
+  for line in lines:
+    movie_id, title, genres, year = line.rstrip(b'\n').split(CATALOG_SEPARATOR.encode())
+    rows.append((movie_id, title, genres.split(b'|') if genres else [], int(year) if year else None))
+  return rows
+
+
+def groups(read: Iterable[str], table: Sequence[Feature] = FEATURES) -> Dict[str, Tuple[str, ...]]:
+  """Explanation group to the raw features of ``read`` in it, groups and features in table order."""
+  read = set(read)
+  out: Dict[str, Tuple[str, ...]] = {}
+  for x in table:
+    if x.name in read and x.group:
+      out[x.group] = out.get(x.group, ()) + (x.name,)
+  return out
+
+
 def unknown_values(table: Sequence[Feature] = FEATURES) -> Dict[str, Any]:
   """What a request sends for each feature it does not know."""
   return {x.name: x.unknown for x in table if x.role != LABEL}
@@ -354,17 +378,17 @@ def describe(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OU
              f'{len(x.domain)} names' if x.domain else '')
     rows.append({'feature': x.name, 'dtype': x.dtype, 'shape': x.shape, 'role': x.role, 'valid': valid,
                  'unknown': '' if x.unknown is None else repr(x.unknown), 'becomes': x.becomes,
-                 'feeds': ', '.join(feeds(x.name, outputs)), 'description': x.description})
+                 'group': x.group, 'feeds': ', '.join(feeds(x.name, outputs)), 'description': x.description})
   return rows
 
 
 def markdown(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OUTPUTS) -> str:
   """The tables as docs/features.md shows them (``python -m transforms.features`` prints it)."""
-  lines = ['| feature | dtype | shape | role | valid | unknown | becomes | feeds |',
-           '| --- | --- | --- | --- | --- | --- | --- | --- |']
+  lines = ['| feature | dtype | shape | role | valid | unknown | becomes | explain group | feeds |',
+           '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
   for row in describe(table, outputs):
     lines.append('| ' + ' | '.join([f"`{row['feature']}`"] + [row[k].replace('|', '\\|') for k in (
-        'dtype', 'shape', 'role', 'valid', 'unknown', 'becomes')] + [
+        'dtype', 'shape', 'role', 'valid', 'unknown', 'becomes', 'group')] + [
         ', '.join(f'`{o}`' for o in row['feeds'].split(', ') if o)]) + ' |')
   lines += ['', '| Transform output | from | what | slice only |', '| --- | --- | --- | --- |']
   for o in outputs:
