@@ -23,11 +23,10 @@ import os
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
-from typing import Iterator, List, Optional  # noqa: E402
+from typing import List, Optional  # noqa: E402
 
 import yaml  # noqa: E402
 
@@ -44,9 +43,6 @@ _SCHEMES = ('gs://', 's3://', 'minio://')
 VERTEX = 'vertex'
 KFP = 'kfp'
 PLATFORMS = (VERTEX, KFP)
-# TFX reads this when a component is built; set, it leaves module_file as a
-# path (inside the image) instead of building a wheel into the pipeline root.
-_NO_PACKAGING_ENV = 'UNSUPPORTED_DO_NOT_PACKAGE_USER_MODULES'
 
 
 @dataclasses.dataclass
@@ -171,20 +167,6 @@ def pipeline_config(settings: KubeflowSettings):
       trainer_module_file=in_image('trainer', 'task.py'))
 
 
-@contextlib.contextmanager
-def _module_files_from_image() -> Iterator[None]:
-  """While components are built, keep module_file paths instead of uploading wheels."""
-  previous = os.environ.get(_NO_PACKAGING_ENV)
-  os.environ[_NO_PACKAGING_ENV] = '1'
-  try:
-    yield
-  finally:
-    if previous is None:
-      del os.environ[_NO_PACKAGING_ENV]
-    else:
-      os.environ[_NO_PACKAGING_ENV] = previous
-
-
 def compile_pipeline(settings: KubeflowSettings, output_dir: str) -> dict:
   """Compiles create_pipeline into ``output_dir``; returns the PipelineJob dict.
 
@@ -196,9 +178,10 @@ def compile_pipeline(settings: KubeflowSettings, output_dir: str) -> dict:
     ValueError: if the settings cannot run (see ``validate``).
   """
   from tfx import v1 as tfx
+  from pipeline import configs
   from pipeline.pipeline import create_pipeline
   validate(settings)
-  with _module_files_from_image():
+  with configs.module_files_as_paths():
     pipeline = create_pipeline(pipeline_config(settings), beam_pipeline_args=beam_pipeline_args(settings),
                                metadata_connection_config=None)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(

@@ -2,9 +2,10 @@
 
 Nothing here reads the environment or the file system; runners do that.
 """
+import contextlib
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 from contract.names import MODEL_NAME, PIPELINE_NAME  # noqa: F401 (re-exported for runners)
 
@@ -112,3 +113,23 @@ BEAM_PIPELINE_ARGS: Dict[str, List[str]] = {
     'dataflow': ['--runner=DataflowRunner', '--experiments=use_runner_v2'],
     'flink': ['--runner=FlinkRunner', '--environment_type=LOOPBACK'],
 }
+
+
+# TFX's switch for handing module files to components as paths instead of
+# building a wheel of their folder and pip-installing it in every executor.
+# Both runners set it: locally the paths are the clone's, on Kubeflow the image's.
+NO_WHEELS_ENV = 'UNSUPPORTED_DO_NOT_PACKAGE_USER_MODULES'
+
+
+@contextlib.contextmanager
+def module_files_as_paths() -> Iterator[None]:
+  """While components are built, keep module_file paths (no wheels); the runner's, not create_pipeline's, choice."""
+  previous = os.environ.get(NO_WHEELS_ENV)
+  os.environ[NO_WHEELS_ENV] = '1'
+  try:
+    yield
+  finally:
+    if previous is None:
+      del os.environ[NO_WHEELS_ENV]
+    else:
+      os.environ[NO_WHEELS_ENV] = previous

@@ -17,14 +17,13 @@ import os
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging as py_logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from typing import Iterator, List, Optional  # noqa: E402
+from typing import List, Optional  # noqa: E402
 
 from contract import names  # noqa: E402
 from pipeline import configs, progress  # noqa: E402
@@ -34,9 +33,6 @@ DATA_DIR_ENV = 'MOVIELENS_DATA_DIR'
 DATA_VALIDATION_FAILED = 3
 # The GroupLens files ExampleGen reads (components/movielens_example_gen/parsing.py).
 DATA_FILES = ('u.data', 'u.item', 'u.user')
-# TFX's switch for handing module files to components as paths instead of
-# building a wheel of their folder and pip-installing it in every executor.
-NO_WHEELS_ENV = 'UNSUPPORTED_DO_NOT_PACKAGE_USER_MODULES'
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -153,20 +149,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-@contextlib.contextmanager
-def _module_files_as_paths() -> Iterator[None]:
-  """While components are built, keep module files as paths (no wheels); see folder_fingerprint."""
-  previous = os.environ.get(NO_WHEELS_ENV)
-  os.environ[NO_WHEELS_ENV] = '1'
-  try:
-    yield
-  finally:
-    if previous is None:
-      del os.environ[NO_WHEELS_ENV]
-    else:
-      os.environ[NO_WHEELS_ENV] = previous
-
-
 def build(args: argparse.Namespace):
   """The pipeline and its metadata path for these arguments."""
   from tfx import v1 as tfx
@@ -200,7 +182,7 @@ def build(args: argparse.Namespace):
       baseline_excludes_candidate=True)
   metadata_path = names.metadata_path(root)
   os.makedirs(os.path.dirname(metadata_path), exist_ok=True)
-  with _module_files_as_paths():
+  with configs.module_files_as_paths():
     pipeline = create_pipeline(
         config, beam_pipeline_args=configs.BEAM_PIPELINE_ARGS[args.runner],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path),

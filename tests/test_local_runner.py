@@ -197,7 +197,7 @@ def test_module_files_go_as_paths_with_their_folders_digest_in_the_cache_key(tmp
   assert json.loads(by_id['Transform'].exec_properties['custom_config'])['module_fingerprint'] == \
       config.transform_fingerprint
   assert not pipeline.components[0].spec.exec_properties.get('module_path')
-  assert local_runner.NO_WHEELS_ENV not in __import__('os').environ
+  assert configs.NO_WHEELS_ENV not in __import__('os').environ
   folder = tmp_path / 'mod'
   folder.mkdir()
   (folder / 'a.py').write_text('x = 1\n')
