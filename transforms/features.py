@@ -81,7 +81,6 @@ USER_VOCAB = 'user_id_vocab'
 MOVIE_VOCAB = 'movie_id_vocab'
 GENDER_VOCAB = 'gender_vocab'
 OCCUPATION_VOCAB = 'occupation_vocab'
-GENRE_VOCAB = 'genre_vocab'
 
 # Out-of-vocabulary buckets: ids Transform did not see in train land here.
 OOV_BUCKETS = 1
@@ -280,7 +279,6 @@ OUTPUTS: Tuple[Output, ...] = (
 )
 
 BY_NAME: Dict[str, Feature] = {x.name: x for x in FEATURES}
-OUTPUT_BY_NAME: Dict[str, Output] = {x.name: x for x in OUTPUTS}
 # Features a serving request may carry: all but the label.
 SERVING_FEATURES: Tuple[str, ...] = tuple(x.name for x in FEATURES if x.role != LABEL)
 
@@ -398,12 +396,6 @@ def markdown(table: Sequence[Feature] = FEATURES, outputs: Sequence[Output] = OU
 
 
 # Derived lists, for code that asks by kind.
-STRING_FEATURES = names(dtype='string', shape=SCALAR)
-INT_FEATURES = names(dtype='int64', shape=SCALAR)
-OPTIONAL_INT_FEATURES = names(dtype='int64', shape=OPTIONAL)
-MULTI_STRING_FEATURES = names(dtype='string', shape=MULTI)
-FLOAT_FEATURES = tuple(n for n in names(dtype='float32', shape=SCALAR) if n != LABEL_KEY)
-MULTI_FLOAT_FEATURES = names(dtype='float32', shape=MULTI)
 MULTI_VALUED = names(shape=MULTI)
 ALIGNED_WITH = {x.name: x.aligned_with for x in FEATURES if x.aligned_with}
 
