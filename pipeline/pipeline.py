@@ -145,14 +145,19 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       example_splits=[EVAL_SPLIT],
       eval_config=make_eval_config(config)).with_id(names.EVALUATOR)
 
-  # Recall@K and NDCG@K of the model's retrieval towers (multitask) against
-  # popularity, per test user; TFMA scores one prediction per example, not lists.
+  # Recall@K and NDCG@K of the model's lists against popularity and the
+  # latest blessed model's, per test user: the list gate's figures. TFMA
+  # scores one prediction per example, not lists.
   retrieval_evaluator = RetrievalEvaluator(
-      examples=example_gen.outputs['examples'], model=trainer.outputs['model']).with_id(names.RETRIEVAL_EVALUATOR)
+      examples=example_gen.outputs['examples'], model=trainer.outputs['model'],
+      baseline_model=model_resolver.outputs['model'] if model_resolver else None
+  ).with_id(names.RETRIEVAL_EVALUATOR)
 
   # One static page a reviewer can decide from: the blessing and why, metrics
   # with their intervals against the baseline, slices, fairness, calibration
-  # and the data; and the final blessing, the paired test included.
+  # and the data; and the final blessing: the rating gate (TFMA's thresholds
+  # and the paired test) and the list gates (Recall@100 against popularity
+  # and against the latest blessed model).
   eval_report = EvalReport(
       evaluation=evaluator.outputs['evaluation'],
       blessing=evaluator.outputs['blessing'],
@@ -162,7 +167,8 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       anomalies=example_validator.outputs['anomalies'],
       retrieval=retrieval_evaluator.outputs['evaluation'],
       eval_split=EVAL_SPLIT,
-      require_not_worse=config.require_not_worse).with_id(names.EVAL_REPORT)
+      require_not_worse=config.require_not_worse,
+      recall_tolerance=config.recall_tolerance).with_id(names.EVAL_REPORT)
 
   # Copies a blessed model to <serving_model_dir>/<model_name>/<version>/,
   # unless that same model is already there.

@@ -64,6 +64,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
   parser.add_argument('--list', action='store_true', help='List the runs that have an evaluation, newest first.')
   parser.add_argument('--require-not-worse', type=int, choices=(0, 1), default=int(configs.DEFAULT_REQUIRE_NOT_WORSE),
                       help='Bless only if not significantly worse than the baseline, as the pipeline does (1).')
+  parser.add_argument('--recall-tolerance', type=float, default=configs.DEFAULT_RECALL_TOLERANCE,
+                      help='The list gate\'s allowed Recall@100 drop against the latest blessed model, as the '
+                           'pipeline has it (default: %(default)s).')
   return parser.parse_args(argv)
 
 
@@ -90,6 +93,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   properties = run_summary.artifact_properties(store, uris['examples_uri']) if uris['examples_uri'] else {}
   result = report.collect(eval_split=args.split, examples_properties=properties, run_id=run_id,
                           require_not_worse=bool(args.require_not_worse),
+                          recall_tolerance=args.recall_tolerance,
                           regenerate_command=executor.regenerate_command(run_id, root), **uris)
   paths = executor.write(args.out or os.path.join(root, 'eval_reports', _safe_name(run_id)), result)
   print(report.headline(result))

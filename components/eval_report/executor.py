@@ -10,7 +10,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.eval_report import report, spec
-from pipeline import eval_config as ec
+from pipeline import configs, eval_config as ec
 
 # The local runner's progress filter shows log lines that start with this.
 LOG_PREFIX = 'Evaluation report'
@@ -57,10 +57,12 @@ _COPIED_BLESSING_PROPERTIES = ('current_model', 'current_model_id', 'baseline_mo
 
 
 def bless(blessing: types.Artifact, blessed: Optional[bool], evaluator_blessing: Optional[types.Artifact],
-          model: Optional[types.Artifact]) -> None:
+          model: Optional[types.Artifact], decision: Optional[report.Decision] = None) -> None:
   """Writes BLESSED or NOT_BLESSED and the ``blessed`` property, as TFX's Evaluator does.
 
-  No decision (the Evaluator had no thresholds) is not a blessing.
+  No decision (the Evaluator had no thresholds) is not a blessing. With the
+  report's ``decision``, the blessing also says which gates refused the model
+  and why (``decided_by``, ``reason``).
   """
   if evaluator_blessing is not None:
     for key in _COPIED_BLESSING_PROPERTIES:
@@ -77,6 +79,9 @@ def bless(blessing: types.Artifact, blessed: Optional[bool], evaluator_blessing:
   blessing.set_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY,
                                    evaluator_constants.BLESSED_VALUE if blessed else
                                    evaluator_constants.NOT_BLESSED_VALUE)
+  if decision is not None:
+    blessing.set_string_custom_property(spec.DECIDED_BY_PROPERTY, ','.join(decision.decided_by))
+    blessing.set_string_custom_property(spec.REASON_PROPERTY, decision.headline)
 
 
 def _single(input_dict: Dict[str, List[types.Artifact]], key: str) -> Optional[types.Artifact]:
@@ -108,17 +113,20 @@ class Executor(base_executor.BaseExecutor):
         run_id=run_id,
         regenerate_command=regenerate_command(run_id, output_root),
         require_not_worse=bool(exec_properties.get(spec.REQUIRE_NOT_WORSE_KEY, 1)),
-        min_slice_count=int(exec_properties.get(spec.MIN_SLICE_COUNT_KEY) or report.MIN_SLICE_COUNT))
+        min_slice_count=int(exec_properties.get(spec.MIN_SLICE_COUNT_KEY) or report.MIN_SLICE_COUNT),
+        recall_tolerance=float(exec_properties.get(spec.RECALL_TOLERANCE_KEY, configs.DEFAULT_RECALL_TOLERANCE)))
     paths = write(output.uri, result)
     output.set_string_custom_property(spec.REPORT_PATH_PROPERTY, paths['html'])
     blessed = result.decision.blessed
     if blessed is not None:
       output.set_int_custom_property(spec.BLESSED_PROPERTY, int(blessed))
+    output.set_string_custom_property(spec.DECIDED_BY_PROPERTY, ','.join(result.decision.decided_by))
     rmse = result.overall.candidate.get(ec.RMSE)
     if rmse is not None:
       output.set_float_custom_property(spec.RMSE_PROPERTY, rmse)
     for blessing in output_dict.get(spec.MODEL_BLESSING_KEY) or []:
-      bless(blessing, blessed, _single(input_dict, spec.BLESSING_KEY), _single(input_dict, spec.MODEL_KEY))
+      bless(blessing, blessed, _single(input_dict, spec.BLESSING_KEY), _single(input_dict, spec.MODEL_KEY),
+            result.decision)
     logging.info('%s: %s\n%s', LOG_PREFIX, paths['html'], report.headline(result))
 
 

@@ -33,7 +33,7 @@ from components.common import splits
 from components.eval_report import charts, stats
 from components.eval_report.stats import Interval
 from contract import names
-from pipeline import eval_config as ec
+from pipeline import configs, eval_config as ec
 from transforms import features as f
 
 # Rows of the metric tables, in order, with what the report calls them.
@@ -68,6 +68,16 @@ QUALITY_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(o
                                'docs', 'results', 'quality.json')
 # A computed point value may differ from TFMA's by float32 rounding only.
 _POINT_TOLERANCE = 1e-4
+# The gates a blessing must pass, as the report names them. The rating gate is
+# TFMA's thresholds and the paired RMSE test; the list gates read the
+# RetrievalEvaluator's protocol (docs/evaluation.md).
+RATING_GATE = 'rating'
+LIST_VS_POPULARITY_GATE = 'list vs popularity'
+LIST_VS_BASELINE_GATE = 'list vs baseline'
+GATES = (RATING_GATE, LIST_VS_POPULARITY_GATE, LIST_VS_BASELINE_GATE)
+# The list gates' metric: the share of a user's next movies in the 100 the
+# model retrieves, the candidate pool a re-ranker or a browse page draws from.
+LIST_GATE_METRIC = 'recall_at_100'
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'templates')),
     autoescape=jinja2.select_autoescape(['html', 'html.j2']), undefined=jinja2.StrictUndefined,
@@ -76,11 +86,24 @@ _TEMPLATES = jinja2.Environment(
 
 # ----- The typed report -----
 
+def list_title(name: str) -> str:
+  """'recall_at_100' as the page writes it: 'recall@100'."""
+  return name.replace('_at_', '@').replace('_', ' ')
+
+
 @dataclasses.dataclass
 class GateCheck:
-  """One check of the blessing gate on the overall slice, the candidate's figure and its verdict."""
+  """One check of a blessing gate on the overall slice, the candidate's figure and its verdict.
+
+  Kinds: 'value' and 'change' are TFMA's thresholds, 'paired' the bootstrap's
+  RMSE test (the rating gate); 'beats' (the paired difference with
+  popularity's lists has its interval above 0) and 'tolerance' (the
+  difference with the baseline's lists is at least ``lower``) are the list
+  gates'. For 'paired', 'beats' and 'tolerance', ``value`` is the candidate
+  minus ``baseline`` (what it is compared with) and ``candidate`` its own figure.
+  """
   metric: str
-  kind: str                      # 'value' or 'change' (TFMA's thresholds), 'paired' (the bootstrap's)
+  kind: str
   value: Optional[float]
   baseline: Optional[float]
   applied: bool
@@ -89,15 +112,23 @@ class GateCheck:
   upper: Optional[float] = None
   lower: Optional[float] = None
   interval: Optional[Interval] = None
+  gate: str = RATING_GATE
+  candidate: Optional[float] = None
+  note: str = ''                 # why a check was not applied
+  cases: Optional[int] = None    # protocol users the list gates compared on
 
   @property
   def name(self) -> str:
-    return SHORT_NAMES.get(self.metric, self.metric)
+    return SHORT_NAMES.get(self.metric, list_title(self.metric))
 
   @property
   def bound(self) -> str:
     if self.kind == 'paired':
       return f'{stats.LEVEL:.0%} interval not above 0'
+    if self.kind == 'beats':
+      return f'{stats.LEVEL:.0%} interval above 0' if self.interval is not None else '> 0'
+    if self.kind == 'tolerance':
+      return f'≥ {self.lower:+.4g}'
     if self.upper is not None:
       return '≤ ' + (f'{self.upper:+.4g}' if self.kind == 'change' else f'{self.upper:.4g}')
     return f'≥ {self.lower:.4g}' if self.lower is not None else ''
@@ -108,10 +139,23 @@ class GateCheck:
 
   def sentence(self) -> str:
     if not self.applied:
+      if self.note:
+        return f'{self.gate.capitalize()} gate ({self.name}): not checked, {self.note}.'
       return f'{self.name} {self.kind} check against the baseline: not checked, there is no baseline.'
     if self.value is None:
       return f'{self.name}: no value, so the check failed.'
     verdict = 'passes' if self.passed else 'FAILS'
+    if self.kind in ('beats', 'tolerance'):
+      other = 'popularity' if self.kind == 'beats' else 'the latest blessed model'
+      users = f'the same {self.cases:,} users' if self.cases else 'the same users'
+      found = (f', {stats.LEVEL:.0%} interval [{self.interval.low:+.4f}, {self.interval.high:+.4f}]'
+               if self.interval is not None else '')
+      rule = ((f'the {stats.LEVEL:.0%} interval above 0 (it beats popularity beyond chance)'
+               if self.interval is not None else 'it to be above 0 (no per-user figures for an interval)')
+              if self.kind == 'beats' else f'at least {self.lower:+.4g} (the tolerance for a drop)')
+      return (f'{self.gate.capitalize()} gate: {self.name} {self.candidate:.4f} against {other}\'s '
+              f'{self.baseline:.4f} on {users}, a difference of {self.value:+.4f}{found}; the gate requires '
+              f'{rule}: {verdict}.')
     if self.kind == 'paired':
       return (f'{self.name} differs from the baseline by {self.value:+.4f} on the same examples, '
               f'{stats.LEVEL:.0%} interval [{self.interval.low:+.4f}, {self.interval.high:+.4f}]; the gate requires '
@@ -165,6 +209,8 @@ class Decision:
   gate: List[GateCheck]
   warnings: List[str]
   comparison: Optional[Comparison]
+  decided_by: List[str] = dataclasses.field(default_factory=list)  # the GATES that refused the model
+  recall_tolerance: Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -287,10 +333,14 @@ class ListMetric:
   popularity: Optional[float]
   popularity_interval: Optional[Interval]
   difference_interval: Optional[Interval]  # model minus popularity, same users
+  # The latest blessed model's lists on the same users, when it was scored.
+  baseline: Optional[float] = None
+  baseline_interval: Optional[Interval] = None
+  baseline_difference_interval: Optional[Interval] = None  # model minus baseline, same users
 
   @property
   def title(self) -> str:
-    return self.name.replace('_at_', '@').replace('_', ' ')
+    return list_title(self.name)
 
 
 @dataclasses.dataclass
@@ -550,21 +600,98 @@ def _gate(evaluation: Evaluation) -> List[GateCheck]:
   return rows
 
 
-def final_blessing(evaluator_blessed: Optional[bool], comparison: Optional[Comparison],
-                   require_not_worse: bool) -> Optional[bool]:
-  """The blessing the Pusher reads: TFMA's, and, when required, not significantly worse than the baseline.
+def list_gate(retrieval: Optional[Dict[str, Any]], intervals: Optional[Retrieval],
+              recall_tolerance: float) -> List[GateCheck]:
+  """The list gates' two checks on LIST_GATE_METRIC, from the RetrievalEvaluator's metrics.json.
 
-  Without a baseline there is nothing to compare with, and TFMA's verdict stands.
+  * list vs popularity: the candidate minus popularity on the same protocol
+    users, a paired bootstrap over users (``stats.mean_intervals``, the same
+    user weights as every other interval); it passes when the 95% interval
+    lies above 0. Without per-user figures (a run from before they were
+    recorded), the plain difference must be above 0.
+  * list vs baseline: the candidate minus the latest blessed model on the
+    same users; it passes when the difference is at least
+    ``-recall_tolerance``. The paired interval is shown, not gated on.
+
+  A check is not applied when there is nothing to compare: no
+  RetrievalEvaluator output, a candidate without a ``retrieve`` signature,
+  no baseline, or a baseline without one.
+
+  Args:
+    retrieval: metrics.json, or None.
+    intervals: ``_retrieval``'s intervals over its users, or None.
+    recall_tolerance: the allowed drop against the baseline.
+  """
+  metric = LIST_GATE_METRIC
+  popularity = GateCheck(metric=metric, kind='beats', value=None, baseline=None, applied=False, passed=True,
+                         gate=LIST_VS_POPULARITY_GATE)
+  baseline = GateCheck(metric=metric, kind='tolerance', value=None, baseline=None, applied=False, passed=True,
+                       lower=-recall_tolerance, gate=LIST_VS_BASELINE_GATE)
+  if retrieval is None:
+    popularity.note = baseline.note = 'there is no RetrievalEvaluator output, so no list was scored'
+    return [popularity, baseline]
+  if not retrieval.get('evaluated'):
+    popularity.note = baseline.note = retrieval.get('reason', 'the RetrievalEvaluator did not score the model')
+    return [popularity, baseline]
+  found = {m.name: m for m in intervals.overall} if intervals is not None else {}
+  row = found.get(metric) or ListMetric(
+      metric, retrieval['model'].get(metric), None, retrieval['popularity'].get(metric), None, None,
+      (retrieval.get('baseline') or {}).get(metric))
+  cases = retrieval.get('cases')
+  popularity.applied, popularity.cases = True, cases
+  popularity.candidate, popularity.baseline = row.model, row.popularity
+  popularity.interval = row.difference_interval
+  if row.model is None or row.popularity is None:
+    popularity.passed = False
+  else:
+    popularity.value = row.model - row.popularity
+    popularity.passed = (popularity.interval.above_zero if popularity.interval is not None
+                         else popularity.value > 0.0)
+  if not retrieval.get('baseline_evaluated'):
+    baseline.note = (retrieval.get('baseline_reason', 'the latest blessed model was not scored')
+                     if 'baseline_evaluated' in retrieval else 'there is no baseline (no other model was blessed before)')
+    return [popularity, baseline]
+  baseline.applied, baseline.cases = True, cases
+  baseline.candidate, baseline.baseline = row.model, row.baseline
+  baseline.interval = row.baseline_difference_interval
+  if row.model is None or row.baseline is None:
+    baseline.passed = False
+  else:
+    baseline.value = row.model - row.baseline
+    baseline.passed = baseline.value >= -recall_tolerance
+  return [popularity, baseline]
+
+
+def final_blessing(evaluator_blessed: Optional[bool], comparison: Optional[Comparison],
+                   require_not_worse: bool, list_checks: Sequence[GateCheck] = ()) -> Optional[bool]:
+  """The blessing the Pusher reads: every gate's.
+
+  TFMA's verdict; when required, not significantly worse than the baseline;
+  and every applied list check passed. Without a baseline there is nothing to
+  compare with, and those checks are not applied.
   """
   if evaluator_blessed is None:
     return None
   if require_not_worse and comparison is not None and comparison.worse:
     return False
+  if any(c.applied and not c.passed for c in list_checks):
+    return False
   return evaluator_blessed
 
 
+def _decided_by(evaluator_blessed: Optional[bool], comparison: Optional[Comparison], require_not_worse: bool,
+                list_checks: Sequence[GateCheck]) -> List[str]:
+  """The GATES that refused the model, in GATES' order; [] when none did."""
+  refused = set()
+  if evaluator_blessed is False or (require_not_worse and comparison is not None and comparison.worse):
+    refused.add(RATING_GATE)
+  refused.update(c.gate for c in list_checks if c.applied and not c.passed)
+  return [g for g in GATES if g in refused]
+
+
 def _decision(evaluation: Evaluation, blessing_uri: Optional[str], comparison: Optional[Comparison],
-              require_not_worse: bool, warnings: List[str]) -> Decision:
+              require_not_worse: bool, warnings: List[str], list_checks: Sequence[GateCheck] = (),
+              recall_tolerance: Optional[float] = None) -> Decision:
   gate = _gate(evaluation)
   validation_ok = evaluation.validation.validation_ok if evaluation.validation is not None else None
   evaluator_blessed = _blessing(blessing_uri)
@@ -592,19 +719,25 @@ def _decision(evaluation: Evaluation, blessing_uri: Optional[str], comparison: O
       reasons.append(f'{len(other)} threshold(s) failed on slices other than the overall one.')
   if not gate:
     reasons.append('No thresholds are configured, so the Evaluator does not bless any model.')
-  blessed = final_blessing(evaluator_blessed, comparison, require_not_worse)
+  reasons += [row.sentence() for row in list_checks]
+  blessed = final_blessing(evaluator_blessed, comparison, require_not_worse, list_checks)
+  decided_by = _decided_by(evaluator_blessed, comparison, require_not_worse, list_checks) if blessed is False else []
+  gate = gate + list(list_checks)
   failed = [row for row in gate if row.applied and not row.passed]
   if blessed:
-    headline = 'BLESSED: the model passes every gate and will be pushed.'
+    applied = [g for g in GATES if g == RATING_GATE or any(c.applied and c.gate == g for c in list_checks)]
+    headline = f'BLESSED: the model passes every gate ({", ".join(applied)}) and will be pushed.'
   elif blessed is None:
     headline = 'NO DECISION: the evaluation has no blessing.'
   else:
-    listed = ', '.join(f'{r.name} {r.kind}' for r in failed)
-    headline = (f'NOT BLESSED: {listed} failed; the model will not be pushed.' if failed
-                else 'NOT BLESSED; the model will not be pushed.')
+    by = ' and '.join(decided_by) + (' gates' if len(decided_by) > 1 else ' gate')
+    listed = ', '.join(f'{r.name} {r.kind}' + (f' ({r.gate})' if r.gate != RATING_GATE else '') for r in failed)
+    headline = (f'NOT BLESSED by the {by}: {listed} failed; the model will not be pushed.' if failed
+                else f'NOT BLESSED by the {by}; the model will not be pushed.')
   return Decision(blessed=blessed, evaluator_blessed=evaluator_blessed, validation_ok=validation_ok,
                   has_baseline=evaluation.baseline_name is not None, require_not_worse=require_not_worse,
-                  headline=headline, reasons=reasons, gate=gate, warnings=warnings, comparison=comparison)
+                  headline=headline, reasons=reasons, gate=gate, warnings=warnings, comparison=comparison,
+                  decided_by=decided_by, recall_tolerance=recall_tolerance)
 
 
 # ----- Slices, intervals and spreads -----
@@ -732,13 +865,21 @@ def _retrieval(result: Optional[Dict[str, Any]], boot: _Bootstrap, quality: Opti
   def rows(mask):
     model_values = {k: np.asarray(v)[mask & known] for k, v in per_case['model'].items()}
     pop = {k: np.asarray(v)[mask & known] for k, v in per_case['popularity'].items()}
+    base = {k: np.asarray(v)[mask & known] for k, v in (per_case.get('baseline') or {}).items()}
     u = users[mask & known]
     model_ci = stats.mean_intervals(boot.weights, u, model_values)
     pop_ci = stats.mean_intervals(boot.weights, u, pop)
     diff_ci = stats.mean_intervals(boot.weights, u, {k: model_values[k] - pop[k] for k in model_values if k in pop})
-    return [ListMetric(k, float(np.mean(v)) if v.size else None, model_ci.get(k),
-                       float(np.mean(pop[k])) if k in pop and pop[k].size else None, pop_ci.get(k), diff_ci.get(k))
-            for k, v in sorted(model_values.items())]
+    base_ci = stats.mean_intervals(boot.weights, u, base)
+    base_diff_ci = stats.mean_intervals(boot.weights, u,
+                                        {k: model_values[k] - base[k] for k in model_values if k in base})
+
+    def mean(values, k):
+      return float(np.mean(values[k])) if k in values and values[k].size else None
+
+    return [ListMetric(k, mean(model_values, k), model_ci.get(k), mean(pop, k), pop_ci.get(k), diff_ci.get(k),
+                       mean(base, k), base_ci.get(k), base_diff_ci.get(k))
+            for k in sorted(model_values)]
 
   groups = []
   for feature in (s for s in ec.SLICE_FEATURES if s.fairness):
@@ -822,7 +963,8 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
             examples_properties: Optional[Dict[str, Any]] = None,
             run_id: Optional[str] = None, regenerate_command: Optional[str] = None,
             require_not_worse: bool = True, min_slice_count: int = MIN_SLICE_COUNT,
-            quality_path: Optional[str] = QUALITY_RESULTS) -> Report:
+            quality_path: Optional[str] = QUALITY_RESULTS,
+            recall_tolerance: float = configs.DEFAULT_RECALL_TOLERANCE) -> Report:
   """Everything the report shows.
 
   Args:
@@ -844,6 +986,8 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
     min_slice_count: slices with fewer examples are greyed and left out of
       the worst slices and the fairness spreads.
     quality_path: ``make bench-quality``'s quality.json, for the seed spread.
+    recall_tolerance: the list gate's allowed Recall@100 drop against the
+      latest blessed model (``list_gate``).
   """
   evaluation = Evaluation.load(evaluation_uri)
   candidate_dir = path_utils.serving_model_dir(model_uri) if model_uri else evaluation.model_dir('candidate')
@@ -870,7 +1014,8 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
   overall = {role: metrics.get(OVERALL, {}) for role, metrics in evaluation.metrics.items()}
   distributions = _distributions(predictions.candidate, predictions.labels)
   decision = _decision(evaluation, blessing_uri, comparison, require_not_worse,
-                       _warnings(overall['candidate'], distributions))
+                       _warnings(overall['candidate'], distributions),
+                       list_gate(retrieval, retrieval_intervals, recall_tolerance), recall_tolerance)
   checked = [r for g in slices for r in g.rows]
   mismatches = [r.id for r in checked if not r.checked]
   if not _matches(overall['candidate'], boot.points[OVERALL]):

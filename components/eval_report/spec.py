@@ -21,6 +21,7 @@ RETRIEVAL_KEY = 'retrieval'
 EVAL_SPLIT_KEY = 'eval_split'
 REQUIRE_NOT_WORSE_KEY = 'require_not_worse'   # 0/1: bless only if not significantly worse than the baseline
 MIN_SLICE_COUNT_KEY = 'min_slice_count'
+RECALL_TOLERANCE_KEY = 'recall_tolerance'     # the list gate's allowed Recall@100 drop against the baseline
 # Outputs.
 REPORT_KEY = 'report'
 MODEL_BLESSING_KEY = names.FINAL_BLESSING_KEY          # the blessing the Pusher and the baseline Resolver read
@@ -32,6 +33,10 @@ SUMMARY_MD = 'summary.md'
 # Custom properties the executor sets on the report artifact.
 REPORT_PATH_PROPERTY = 'report'
 BLESSED_PROPERTY = 'blessed'
+# On the report and the final blessing: the gates that refused the model
+# (comma-separated names, '' when none did), and the headline that says why.
+DECIDED_BY_PROPERTY = 'decided_by'
+REASON_PROPERTY = 'reason'
 RMSE_PROPERTY = 'rmse'
 
 
@@ -47,6 +52,7 @@ class EvalReportSpec(component_spec.ComponentSpec):
       EVAL_SPLIT_KEY: component_spec.ExecutionParameter(type=str),
       REQUIRE_NOT_WORSE_KEY: component_spec.ExecutionParameter(type=int),
       MIN_SLICE_COUNT_KEY: component_spec.ExecutionParameter(type=int),
+      RECALL_TOLERANCE_KEY: component_spec.ExecutionParameter(type=float),
   }
   INPUTS = {
       EVALUATION_KEY: component_spec.ChannelParameter(type=standard_artifacts.ModelEvaluation),

@@ -1,4 +1,6 @@
 """RetrievalEvaluator: Recall@K and NDCG@K of a model's retrieval towers, recorded in MLMD."""
+from typing import Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component, executor_spec
 
@@ -16,16 +18,22 @@ class RetrievalEvaluator(base_component.BaseComponent):
   artifact's MLMD custom properties (``model_recall_at_100``,
   ``popularity_recall_at_100``, ...). A model without a ``retrieve``
   signature (no retrieval towers) gets ``evaluated = 0`` and its reason.
+  With a ``baseline_model`` (the latest blessed model), that model is scored
+  on the same cases too (``baseline_...``), so EvalReport's list gate pairs
+  the two per user.
   """
   SPEC_CLASS = spec.RetrievalEvaluatorSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-  def __init__(self, examples: types.BaseChannel, model: types.BaseChannel):
+  def __init__(self, examples: types.BaseChannel, model: types.BaseChannel,
+               baseline_model: Optional[types.BaseChannel] = None):
     """Constructs a RetrievalEvaluator.
 
     Args:
       examples: ExampleGen's raw examples (train, eval and test splits).
       model: the Trainer's model.
+      baseline_model: the latest blessed model (the baseline Resolver's), or None.
     """
     super().__init__(spec.RetrievalEvaluatorSpec(
-        examples=examples, model=model, evaluation=types.Channel(type=spec.RetrievalEvaluation)))
+        examples=examples, model=model, baseline_model=baseline_model,
+        evaluation=types.Channel(type=spec.RetrievalEvaluation)))

@@ -5,6 +5,7 @@ from contract import names
 
 EXAMPLES_KEY = 'examples'
 MODEL_KEY = 'model'
+BASELINE_MODEL_KEY = 'baseline_model'
 EVALUATION_KEY = 'evaluation'
 METRICS_FILE = names.RETRIEVAL_METRICS_FILE
 
@@ -16,11 +17,13 @@ class RetrievalEvaluation(artifact.Artifact):
 
 
 class RetrievalEvaluatorSpec(component_spec.ComponentSpec):
-  """Raw examples and a trained model in; ranking metrics out."""
+  """Raw examples, a trained model and optionally its baseline in; ranking metrics out."""
   PARAMETERS = {}
   INPUTS = {
       EXAMPLES_KEY: component_spec.ChannelParameter(type=standard_artifacts.Examples),
       MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model),
+      # The latest blessed model, scored on the same cases so the list gate can pair them.
+      BASELINE_MODEL_KEY: component_spec.ChannelParameter(type=standard_artifacts.Model, optional=True),
   }
   OUTPUTS = {
       EVALUATION_KEY: component_spec.ChannelParameter(type=RetrievalEvaluation),
