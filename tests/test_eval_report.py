@@ -236,15 +236,21 @@ def test_every_number_in_the_report_is_tfmas(dom, evaluated):
 def test_decision_says_not_blessed_and_why(dom, evaluated):
   assert os.path.exists(os.path.join(evaluated['blessing'], 'NOT_BLESSED'))
   [banner] = dom.having('data-blessed')
-  assert banner['attrs']['data-blessed'] == 'false' and banner['text'].startswith('NOT BLESSED')
+  assert banner['attrs']['data-blessed'] == 'false' and banner['text'].startswith('NOT BLESSED by the rating gate')
+  [decided] = dom.having('data-decided-by', 'p')
+  assert decided['attrs']['data-decided-by'] == report.RATING_GATE
   reasons = [e['text'] for e in dom.elements if e['tag'] == 'li']
   rmse = _tfma_metrics(evaluated['evaluation'], 'candidate')['Overall'][ec.RMSE]
   assert f'RMSE is {rmse:.4f}; the gate requires under {UNREACHABLE_RMSE:g}: FAILS.' in reasons
   assert any(r.startswith('RMSE changed by') and r.endswith('passes.') for r in reasons)
   verdicts = [e['text'] for e in dom.elements if e['tag'] == 'td' and 'verdict' in e['attrs'].get('class', '')]
-  # Value, change against the baseline, then the paired test: FAIL only when its interval is above zero.
+  # Value, change against the baseline, then the paired test: FAIL only when its interval is above zero;
+  # then the list gates, which a ranking model without `retrieve` does not reach.
   diff = evaluated['json']['decision']['comparison']['interval']
-  assert verdicts == ['FAIL', 'pass', 'FAIL' if diff['low'] > 0 else 'pass']
+  assert verdicts == ['FAIL', 'pass', 'FAIL' if diff['low'] > 0 else 'pass', 'not applied', 'not applied']
+  gates = [e['attrs']['data-gate'] for e in dom.having('data-gate', 'tr')]
+  assert gates == [report.RATING_GATE] * 3 + [report.LIST_VS_POPULARITY_GATE, report.LIST_VS_BASELINE_GATE]
+  assert any(r.startswith('List vs popularity gate (recall@100): not checked, the model has no') for r in reasons)
   properties = evaluated['report'].mlmd_artifact.custom_properties
   assert properties[spec.BLESSED_PROPERTY].int_value == 0
   assert properties[spec.RMSE_PROPERTY].double_value == pytest.approx(rmse)
@@ -408,6 +414,8 @@ def test_the_final_blessing_is_the_reports_decision(evaluated):
   assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
   assert blessing.get_int_custom_property('blessed') == 0
   assert blessing.get_string_custom_property('current_model') == evaluated['uris']['model_uri']
+  assert blessing.get_string_custom_property(spec.DECIDED_BY_PROPERTY) == report.RATING_GATE
+  assert blessing.get_string_custom_property(spec.REASON_PROPERTY).startswith('NOT BLESSED by the rating gate')
 
 
 def test_seed_spread_from_bench_quality_is_quoted_next_to_rmse(dom):
@@ -445,7 +453,7 @@ def test_the_gate_requires_not_significantly_worse_only_when_asked():
 
 def test_without_the_requirement_the_comparison_is_reported_not_gated(evaluated):
   result = report.collect(require_not_worse=False, min_slice_count=MIN_SLICE_COUNT, **evaluated['uris'])
-  assert [g.kind for g in result.decision.gate] == ['value', 'change']
+  assert [g.kind for g in result.decision.gate if g.gate == report.RATING_GATE] == ['value', 'change']
   assert result.decision.comparison == report.Comparison(**{
       k: (stats.Interval(**v) if k == 'interval' else v)
       for k, v in evaluated['json']['decision']['comparison'].items()})
@@ -453,3 +461,107 @@ def test_without_the_requirement_the_comparison_is_reported_not_gated(evaluated)
   # Typed numbers on the object: the same as the page's JSON, seeds fixed.
   assert result.overall.intervals[ec.RMSE] == stats.Interval(**evaluated['json']['overall']['intervals'][ec.RMSE])
   assert '95% interval' in report.to_markdown(result)
+
+
+# ----- The list gates, on generated per-user figures -----
+
+LIST_USERS = 300
+
+
+def _list_result(model_shift: float, baseline_shift=None, seed: int = 0):
+  """metrics.json as the RetrievalEvaluator writes it, for LIST_USERS cases.
+
+  Popularity's Recall@100 per user is a random share of ten targets; the
+  model's is popularity's plus ``model_shift`` and per-user noise, the
+  baseline's (None: no baseline) the same with ``baseline_shift``.
+  """
+  rng = np.random.default_rng(seed)
+  popularity = rng.binomial(10, 0.3, LIST_USERS) / 10
+
+  def lists(shift):
+    return np.clip(popularity + shift + rng.normal(0.0, 0.15, LIST_USERS), 0.0, 1.0)
+
+  model = lists(model_shift)
+  per_case = {'users': [f'u{i}' for i in range(LIST_USERS)], 'model': {report.LIST_GATE_METRIC: model.tolist()},
+              'popularity': {report.LIST_GATE_METRIC: popularity.tolist()}}
+  result = {'evaluated': True, 'cases': LIST_USERS, 'model': {report.LIST_GATE_METRIC: float(model.mean())},
+            'popularity': {report.LIST_GATE_METRIC: float(popularity.mean())}, 'per_case': per_case}
+  if baseline_shift is not None:
+    baseline = lists(baseline_shift)
+    per_case['baseline'] = {report.LIST_GATE_METRIC: baseline.tolist()}
+    result.update(baseline_evaluated=True, baseline={report.LIST_GATE_METRIC: float(baseline.mean())})
+  return result
+
+
+def _list_checks(result, tolerance=configs.DEFAULT_RECALL_TOLERANCE):
+  """The list gate over the report's own bootstrap: one rating per user, so users weigh as the report weighs them."""
+  users = np.array([u.encode() for u in result['per_case']['users']], dtype=object)
+  n = users.size
+  slices = {s.key: [['x']] * n for s in ec.SLICE_FEATURES}
+  boot = report._Bootstrap(report.Predictions(np.full(n, 3.0), np.full(n, 3.0), None, users, slices, 0.0))
+  return {c.gate: c for c in report.list_gate(result, report._retrieval(result, boot, None, 'm'), tolerance)}
+
+
+def test_list_gate_against_popularity_is_a_paired_bound_not_a_plain_comparison():
+  strong = _list_checks(_list_result(model_shift=0.1))[report.LIST_VS_POPULARITY_GATE]
+  assert strong.applied and strong.passed and strong.interval.low > 0.0
+  assert strong.candidate - strong.baseline == pytest.approx(strong.value)
+  # Ahead of popularity on average, but within what these 300 users' noise gives: not beaten beyond chance.
+  close = _list_checks(_list_result(model_shift=0.002))[report.LIST_VS_POPULARITY_GATE]
+  assert close.value > 0.0 and close.interval.low <= 0.0 and not close.passed
+  weak = _list_checks(_list_result(model_shift=-0.05))[report.LIST_VS_POPULARITY_GATE]
+  assert not weak.passed and weak.interval.high < 0.0
+  assert weak.sentence().startswith('List vs popularity gate: recall@100') and weak.sentence().endswith('FAILS.')
+
+
+def test_list_gate_against_the_baseline_allows_the_stated_tolerance_and_no_more():
+  tolerance = configs.DEFAULT_RECALL_TOLERANCE
+  # The same popularity margin for both; the candidate a little, then much, below the baseline.
+  within = _list_checks(_list_result(model_shift=0.2, baseline_shift=0.2 + tolerance / 2))
+  beyond = _list_checks(_list_result(model_shift=0.2, baseline_shift=0.2 + 3 * tolerance))
+  for found in (within, beyond):
+    assert found[report.LIST_VS_POPULARITY_GATE].passed
+  found, refused = within[report.LIST_VS_BASELINE_GATE], beyond[report.LIST_VS_BASELINE_GATE]
+  assert found.applied and found.value >= -tolerance and found.passed
+  assert refused.applied and refused.value < -tolerance and not refused.passed
+  assert refused.interval.low <= refused.value <= refused.interval.high
+  assert refused.lower == -tolerance and refused.bound == f'≥ {-tolerance:+.4g}'
+  # A looser tolerance, as a pipeline shipping noisier lists would set, lets the same drop through.
+  assert _list_checks(_list_result(0.2, 0.2 + 3 * tolerance), tolerance=4 * tolerance)[
+      report.LIST_VS_BASELINE_GATE].passed
+
+
+def test_any_failed_gate_refuses_the_blessing_and_is_named():
+  passing = list(_list_checks(_list_result(0.2, 0.2)).values())
+  weak = list(_list_checks(_list_result(-0.05, 0.2)).values())
+  assert report.final_blessing(True, None, True, passing) is True
+  assert report.final_blessing(True, None, True, weak) is False
+  # The rating gate's refusal stands whatever the lists, and no decision stays no decision.
+  assert report.final_blessing(False, None, True, passing) is False
+  assert report.final_blessing(None, None, True, weak) is None
+  assert report._decided_by(True, None, True, weak) == [report.LIST_VS_POPULARITY_GATE, report.LIST_VS_BASELINE_GATE]
+  assert report._decided_by(False, _comparison(worse=True), True, passing) == [report.RATING_GATE]
+  assert report._decided_by(True, _comparison(worse=True), False, passing) == []
+
+
+def test_list_gates_not_applied_say_why():
+  no_output = report.list_gate(None, None, configs.DEFAULT_RECALL_TOLERANCE)
+  no_retrieve = report.list_gate({'evaluated': False, 'reason': "the model has no 'retrieve' signature"}, None,
+                                 configs.DEFAULT_RECALL_TOLERANCE)
+  first = _list_checks(_list_result(0.2))
+  old_baseline = _list_result(0.2)
+  old_baseline.update(baseline_evaluated=False, baseline_reason='the latest blessed model has no lists')
+  for found in (no_output, no_retrieve):
+    assert [c.applied for c in found] == [False, False]
+    assert report.final_blessing(True, None, True, found) is True
+  assert "no 'retrieve' signature" in no_retrieve[0].sentence()
+  assert first[report.LIST_VS_POPULARITY_GATE].applied
+  assert not first[report.LIST_VS_BASELINE_GATE].applied
+  assert 'no baseline' in first[report.LIST_VS_BASELINE_GATE].sentence()
+  assert 'has no lists' in _list_checks(old_baseline)[report.LIST_VS_BASELINE_GATE].sentence()
+  # A run from before per-user figures were recorded: a plain comparison of the means, and it says so.
+  plain = _list_result(0.1)
+  del plain['per_case']
+  [check, _] = report.list_gate(plain, None, configs.DEFAULT_RECALL_TOLERANCE)
+  assert check.applied and check.passed and check.interval is None and check.bound == '> 0'
+  assert 'no per-user figures' in check.sentence()

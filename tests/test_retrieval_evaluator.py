@@ -99,6 +99,15 @@ def test_saved_model_is_scored_through_retrieve_as_in_process(tiny_transform, tm
   plain = executor.evaluate(examples, plain_dir)
   assert not plain['evaluated'] and 'retrieve' in plain['reason'] and 'model' not in plain
   assert plain['popularity'] == result['popularity']
+  assert 'baseline' not in result['per_case'] and 'baseline_evaluated' not in result
+
+  # A baseline is scored on the same cases: the same model gives the same figures, user by user.
+  paired = executor.evaluate(examples, model_dir, baseline_dir=model_dir)
+  assert paired['baseline_evaluated'] and paired['baseline'] == paired['model'] == result['model']
+  assert paired['per_case']['baseline'] == paired['per_case']['model']
+  without_lists = executor.evaluate(examples, model_dir, baseline_dir=plain_dir)
+  assert not without_lists['baseline_evaluated'] and 'latest blessed model' in without_lists['baseline_reason']
+  assert 'baseline' not in without_lists['per_case']
 
 
 def test_popularity_breaks_ties_by_movie_id_whatever_the_row_order():

@@ -648,8 +648,9 @@ def list_gate(retrieval: Optional[Dict[str, Any]], intervals: Optional[Retrieval
     popularity.passed = (popularity.interval.above_zero if popularity.interval is not None
                          else popularity.value > 0.0)
   if not retrieval.get('baseline_evaluated'):
+    no_baseline = 'there is no baseline (no other model was blessed before)'
     baseline.note = (retrieval.get('baseline_reason', 'the latest blessed model was not scored')
-                     if 'baseline_evaluated' in retrieval else 'there is no baseline (no other model was blessed before)')
+                     if 'baseline_evaluated' in retrieval else no_baseline)
     return [popularity, baseline]
   baseline.applied, baseline.cases = True, cases
   baseline.candidate, baseline.baseline = row.model, row.baseline
