@@ -732,7 +732,8 @@ def _decision(evaluation: Evaluation, blessing_uri: Optional[str], comparison: O
     headline = 'NO DECISION: the evaluation has no blessing.'
   else:
     by = ' and '.join(decided_by) + (' gates' if len(decided_by) > 1 else ' gate')
-    listed = ', '.join(f'{r.name} {r.kind}' + (f' ({r.gate})' if r.gate != RATING_GATE else '') for r in failed)
+    against = {'beats': ' against popularity', 'tolerance': ' against the baseline'}
+    listed = ', '.join(r.name + against.get(r.kind, f' {r.kind}') for r in failed)
     headline = (f'NOT BLESSED by the {by}: {listed} failed; the model will not be pushed.' if failed
                 else f'NOT BLESSED by the {by}; the model will not be pushed.')
   return Decision(blessed=blessed, evaluator_blessed=evaluator_blessed, validation_ok=validation_ok,
