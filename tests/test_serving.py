@@ -623,3 +623,13 @@ def test_two_request_logs_on_one_file_write_whole_rows_and_one_header(tmp_path, 
   rows = list(csv.DictReader(lines))
   assert len(rows) == 2 * 200 * 50
   assert all(r[f.USER_ID] == 'u' * 300 and r[f.MOVIE_ID] == '7' and r['prediction'] == '3.5000' for r in rows)
+
+
+def test_string_columns_keep_nul_characters_and_refuse_lone_surrogates():
+  specs = {'s': codec.InputSpec('s', 'string', 1), 'l': codec.InputSpec('l', 'string', 2)}
+  rows = [{'s': 'a\x00b', 'l': ['x', '\x00']}, {'s': 'é', 'l': ['', 'y']}]
+  arrays, _ = codec.parse_predict({'instances': rows}, specs, codec.Limits())
+  assert arrays['s'].tolist() == [b'a\x00b', 'é'.encode()]
+  assert arrays['l'].tolist() == [[b'x', b'\x00'], [b'', b'y']]
+  with pytest.raises(codec.BadRequest, match='instance 1.*UTF-8'):
+    codec.parse_predict({'instances': [rows[0], {'s': '\ud800', 'l': ['', '']}]}, specs, codec.Limits())
