@@ -398,13 +398,20 @@ class App:
   async def _run(self, signature: model_store.Signature, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     rows = len(next(iter(arrays.values())))
     timeout_s = self.config.request_timeout_s
+    future = signature.batcher.submit(arrays, rows)
+    # A timer on the batcher's own future rather than wait_for's extra waiter
+    # and callbacks; the batcher skips (or drops the answer of) a future that
+    # is done.
+    timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future)
     try:
-      return await asyncio.wait_for(signature.batcher.submit(arrays, rows), timeout_s)
+      return await future
     except asyncio.TimeoutError:
       raise codec.BadRequest(f'The model did not answer within {timeout_s:g} s (the server is overloaded); '
                              'retry later.', status=503) from None
     except tf.errors.InvalidArgumentError as error:
       raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
+    finally:
+      timer.cancel()
 
   def _log(self, servable: model_store.Servable, signature: str, arrays, outputs):
     if self.request_log and signature in _LOGGED_SIGNATURES:
@@ -451,6 +458,11 @@ def available_cores() -> int:
   except (OSError, ValueError):
     pass
   return cores
+
+
+def _expire(future: asyncio.Future):
+  if not future.done():
+    future.set_exception(asyncio.TimeoutError())
 
 
 def _ranged_inputs(inputs: Sequence[str], table: Sequence[f.Feature]) -> Tuple[str, ...]:

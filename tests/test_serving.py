@@ -633,3 +633,13 @@ def test_string_columns_keep_nul_characters_and_refuse_lone_surrogates():
   assert arrays['l'].tolist() == [[b'x', b'\x00'], [b'', b'y']]
   with pytest.raises(codec.BadRequest, match='instance 1.*UTF-8'):
     codec.parse_predict({'instances': [rows[0], {'s': '\ud800', 'l': ['', '']}]}, specs, codec.Limits())
+
+
+@pytest.mark.parametrize('array', [
+    np.array(b'x', object), np.array([b'a', 'é'.encode(), b'\xff'], object), np.zeros((2, 0), object),
+    np.array([[b'1', b'2', b'3'], [b'4', b'\x00', b'']], object), np.array([[[b'a'], [b'b']]], object),
+    np.array([[b'a\xe2', b'\x82\xac']], object)])
+def test_string_outputs_decode_as_each_value_alone_would(array):
+  def one_at_a_time(value):
+    return [one_at_a_time(v) for v in value] if isinstance(value, list) else value.decode('utf-8', 'replace')
+  assert codec.format_predict({'out': array}, False) == {'outputs': one_at_a_time(array.tolist())}
