@@ -301,7 +301,7 @@ class App:
     try:
       signature = _recommend_signature(servable, diverse)
       if self.feature_store:
-        request = await feature_store.resolve_recommend_async(self.feature_store, request, signature.inputs)
+        request = feature_store.resolve_recommend(self.feature_store, request, signature.inputs)
       arrays, _ = codec.parse_predict({'instances': [_recommend_instance(request, signature.inputs)]},
                                       signature.inputs, self.config.limits)
       outputs = await self._run(signature, arrays)

@@ -5,8 +5,8 @@ the served models (the default; no service), and Redis, shared by several
 replicas. ``open_store`` picks one from a URL. The functions the server calls:
 
 - ``apply_events(store, user_id, body)``: ``POST /v1/users/{id}/ratings``;
-- ``resolve_recommend`` and ``resolve_predict``: by-id requests
-  (``resolve_recommend_async``: the same on a lookup thread, off the event loop);
+- ``resolve_recommend`` and ``resolve_predict``: by-id requests, on the
+  server's event loop (docs/feature_store.md says why not on a thread);
 - ``bootstrap.bootstrap``: seeds it from MovieLens 100K
   (``python -m serving.feature_store bootstrap``, ``make feature-store``).
 
@@ -14,12 +14,11 @@ The rules (ordering, idempotency, cold start) are stated in events.py and
 resolve.py; history and movie statistics are ExampleGen's own functions.
 """
 from serving.feature_store.events import BadEvent, apply_events
-from serving.feature_store.resolve import (resolve_instances, resolve_predict, resolve_recommend,
-                                           resolve_recommend_async)
+from serving.feature_store.resolve import resolve_instances, resolve_predict, resolve_recommend
 from serving.feature_store.store import FeatureStore
 
 __all__ = ['BadEvent', 'FeatureStore', 'apply_events', 'open_store', 'resolve_instances', 'resolve_predict',
-           'resolve_recommend', 'resolve_recommend_async']
+           'resolve_recommend']
 
 
 def open_store(url: str) -> FeatureStore:

@@ -20,9 +20,6 @@ The rules, for each instance with a ``user_id``:
   ``movie_rating_mean``; a movie the store does not know gets the unknown
   values for the catalogue features and 0 ratings.
 """
-import asyncio
-import concurrent.futures
-import threading
 from typing import Any, Collection, Dict, List, Optional
 
 from serving.feature_store.store import (CATALOGUE_FEATURES, PROFILE_FEATURES, FeatureStore, MovieState,
@@ -30,12 +27,6 @@ from serving.feature_store.store import (CATALOGUE_FEATURES, PROFILE_FEATURES, F
 from transforms import features as f
 
 _HISTORY = (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)
-# Threads for the lookups of async callers (the server), so a Redis round trip
-# or a SQLite read waiting on a writer does not hold the event loop: both
-# clients wait with the GIL released. Made on first use.
-LOOKUP_THREADS = 4
-_pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-_pool_lock = threading.Lock()
 
 
 def _at(instance: Dict[str, Any]) -> Optional[int]:
@@ -120,19 +111,3 @@ def resolve_predict(store: FeatureStore, body: Dict[str, Any],
     return body
   return {**body, 'instances': resolve_instances(store, body['instances'], accepted)}
 
-
-def _lookup_pool() -> concurrent.futures.ThreadPoolExecutor:
-  global _pool
-  with _pool_lock:
-    if _pool is None:
-      _pool = concurrent.futures.ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix='feature-store')
-    return _pool
-
-
-async def resolve_recommend_async(store: FeatureStore, body: Dict[str, Any],
-                                  accepted: Optional[Collection[str]] = None) -> Dict[str, Any]:
-  """``resolve_recommend`` on a lookup thread, off the caller's event loop; a body without an id costs no hop."""
-  if not isinstance(body, dict) or (canonical_id(body.get(f.USER_ID)) is None
-                                    and canonical_id(body.get(f.MOVIE_ID)) is None):
-    return body
-  return await asyncio.get_running_loop().run_in_executor(_lookup_pool(), resolve_recommend, store, body, accepted)
