@@ -246,16 +246,18 @@ class ModelStore:
       if self._on_load:
         self._on_load(version, False, time.monotonic() - start)
       return False
+    # The loaded graph is hundreds of thousands of long-lived objects; left to
+    # the collector, each full collection walks them all while requests wait
+    # (tens of ms on the p99). Frozen, they are never walked; refcounting
+    # still frees them when the version is retired. Done before the version
+    # is served, so a process that waits for its first version (--processes)
+    # takes connections only after this second of GIL-holding work.
+    gc.collect()
+    gc.freeze()
     with self._lock:
       old, self._current = self._current, servable
     if old:
       old.retire()
-    # The loaded graph is hundreds of thousands of long-lived objects; left to
-    # the collector, each full collection walks them all while requests wait
-    # (tens of ms on the p99). Frozen, they are never walked; refcounting
-    # still frees them when the version is retired.
-    gc.collect()
-    gc.freeze()
     logging.info('Serving %s version %d from %s', self.name, version, path)
     if self._on_load:
       self._on_load(version, True, time.monotonic() - start)
