@@ -7,10 +7,12 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``GET  /v1/models/{name}[/versions/{v}]``: version status, as TF Serving;
 * ``GET  /v1/models/{name}[/versions/{v}]/metadata``: signature defs;
 * ``POST /v1/models/{name}[/versions/{v}]:predict``: ``instances`` or
-  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``, ``explain``;
+  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``, ``recommend_diverse``,
+  ``explain``;
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
-  field optional;
+  field optional; ``"diversity": 0.5`` (in ``names.DIVERSITY_RANGE``)
+  re-ranks by genre variety through ``recommend_diverse``;
 * ``POST /v1/models/{name}[/versions/{v}]:explain``: recommend's body plus a
   ``movie_id``: why the model rates that movie so for that user
   (serving/explain.py, docs/app.md);
@@ -320,9 +322,12 @@ class App:
 
   async def recommend(self, body: bytes, name: str, version: Optional[str]) -> Response:
     request = _json_body(body)
+    diverse = _diversity(request) > 0
+    if not diverse:
+      request.pop(names.DIVERSITY, None)
     servable = self._acquire(name, version)
     try:
-      signature = _signature(servable, names.RECOMMEND)
+      signature = _recommend_signature(servable, diverse)
       if self.feature_store:
         request = feature_store.resolve_recommend(self.feature_store, request, signature.inputs)
       arrays, _ = codec.parse_predict({'instances': [_recommend_instance(request, signature.inputs)]},
@@ -478,6 +483,25 @@ def _signature(servable: model_store.Servable, name: Any) -> model_store.Signatu
     raise codec.BadRequest(f'Serving signature name: {json.dumps(name)} not found; this model serves '
                            f'{sorted(servable.signatures)}.')
   return servable.signatures[name]
+
+
+def _diversity(body: Dict[str, Any]) -> float:
+  """The body's optional variety weight (names.DIVERSITY_RANGE; absent is 0, the score order), checked."""
+  value = body.get(names.DIVERSITY, names.DIVERSITY_RANGE[0])
+  low, high = names.DIVERSITY_RANGE
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    raise codec.BadRequest(f'"{names.DIVERSITY}" must be a number from {low:g} (by score) to {high:g} (the most '
+                           f'varied genres), got {json.dumps(value)[:100]}; leave it out to rank by score.')
+  return float(value)
+
+
+def _recommend_signature(servable: model_store.Servable, diverse: bool) -> model_store.Signature:
+  """recommend, or recommend_diverse for a request with a diversity weight above 0."""
+  if diverse and names.RECOMMEND_DIVERSE not in servable.signatures:
+    raise codec.BadRequest(f'"{names.DIVERSITY}" needs the {names.RECOMMEND_DIVERSE} signature, which version '
+                           f'{servable.version} does not have; leave "{names.DIVERSITY}" out, or push a model '
+                           'trained since it exists (make run).')
+  return _signature(servable, names.RECOMMEND_DIVERSE if diverse else names.RECOMMEND)
 
 
 def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]) -> Dict[str, Any]:

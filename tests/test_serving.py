@@ -188,6 +188,26 @@ def test_recommend_route_fills_defaults_and_leaves_out_the_history(served, tiny_
   assert len(newcomer) == min(names.DEFAULT_K, n_movies)
 
 
+def test_recommend_with_a_diversity_weight_is_recommend_diverses_answer(served):
+  client, _ = served
+  body = {'history_movie_ids': ['1'], 'history_ratings': [4], 'k': 6}
+  instance = {'user_age': 0, 'user_gender': '', 'user_occupation': '', 'timestamp': 0,
+              'history_movie_ids': ['1', ''], 'history_ratings': [4, 0], 'k': 6}
+  listed = {}
+  for weight in (0, 0.5, 1.0):
+    response = client.post(f'/v1/models/{NAME}:recommend', {**body, names.DIVERSITY: weight})
+    assert response.status_code == 200, response.text
+    listed[weight] = [r['movie_id'] for r in response.json()['recommendations']]
+    raw = client.post(f'/v1/models/{NAME}:predict', {'signature_name': names.RECOMMEND_DIVERSE,
+                                                     'instances': [{**instance, names.DIVERSITY: weight}]})
+    assert raw.status_code == 200, raw.text
+    assert raw.json()['predictions'][0]['movie_ids'] == listed[weight]
+  plain = client.post(f'/v1/models/{NAME}:recommend', body).json()['recommendations']
+  assert listed[0] == [r['movie_id'] for r in plain]
+  # The weight reaches the model: the most varied list is another order of movies.
+  assert listed[1.0] != listed[0]
+
+
 BAD_REQUESTS = [
     # (path, body, status, words the message must contain)
     (':predict', b'{"instances": [', 400, 'not valid JSON'),
@@ -206,6 +226,11 @@ BAD_REQUESTS = [
     (':recommend', {'history_movie_ids': ['1'], 'history_ratings': [float('nan')]}, 400, 'finite'),
     (':recommend', {'history_movie_ids': ['1'] * 80, 'history_ratings': [3] * 80}, 400, 'at most 60'),
     (':recommend', {'user_id': '1', 'zzz': 1}, 400, 'Unknown fields'),
+    (':recommend', {'diversity': 1.5}, 400, '"diversity" must be a number from 0 (by score) to 1'),
+    (':recommend', {'diversity': -0.1}, 400, '"diversity" must be a number from 0'),
+    (':recommend', {'diversity': '0.5'}, 400, '"diversity" must be a number from 0'),
+    (':recommend', {'diversity': True}, 400, '"diversity" must be a number from 0'),
+    (':recommend', {'diversity': float('nan')}, 400, '"diversity" must be a number from 0'),
     (':classify', {'examples': []}, 400, 'not served'),
     ('/versions/7:predict', {'instances': [{}]}, 404, 'version 1 only'),
     ('/versions/x:predict', {'instances': [{}]}, 400, 'positive integer'),
