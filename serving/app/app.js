@@ -119,7 +119,11 @@ async function start() {
   const ready = await call('GET', '/readyz');
   state.model = ready.model;
   $('model').textContent = `model ${ready.model}, version ${ready.version}`;
-  state.movies = (await call('GET', model('/catalog'))).movies;
+  const catalog = await call('GET', model('/catalog'));
+  state.movies = catalog.movies;
+  // The knob's range is the server's (contract/names.py DIVERSITY_RANGE), in ten steps.
+  const [low, high] = catalog.diversity_range;
+  Object.assign($('diversity'), {min: low, max: high, step: (high - low) / 10, value: low});
   const signatures = (await call('GET', model('/metadata'))).metadata.signature_def.signature_def;
   // Models pushed before recommend_diverse existed get no knob.
   $('variety').hidden = !('recommend_diverse' in signatures);
