@@ -103,9 +103,13 @@ bench-scale: $(STAMP)
 	$(PY) -m benchmarks.bench_scale $(BENCH_SCALE_ARGS)
 
 # Ingest rate of the Redis-stream consumer and by-id lookup latency, SQLite and
-# Redis; writes docs/results/feature_store.{json,md}.
-bench-feature-store: $(STAMP) redis-server
-	$(PY) -m benchmarks.bench_feature_store $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+# Redis; then, over HTTP on the newest pushed model (run `make run` first), wrk
+# at 50 connections: recommend by id against recommend with full features, and
+# the ratings route. Writes docs/results/feature_store.{json,md}.
+# BENCH_FEATURE_STORE_ARGS: e.g. --no-http, or --duration-s 8
+bench-feature-store: $(STAMP) redis-server wrk
+	$(PY) -m benchmarks.bench_feature_store $(if $(DATA_DIR),--data-dir $(DATA_DIR)) \
+	  --model-base-path $(MODEL_BASE_PATH) $(BENCH_FEATURE_STORE_ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

@@ -29,8 +29,9 @@ setuptools.setup(
         'pyarrow==10.0.1',
         'numpy==1.26.4',
         'kfp==2.5.0',
-        # serving/: the local server's HTTP (granian, RSGI), JSON and metrics; docs/serving.md says why these.
+        # serving/: the local server's HTTP (granian, RSGI, on uvloop), JSON and metrics; docs/serving.md says why.
         'granian==2.8.9',
+        'uvloop==0.23.0',
         'orjson==3.13.0',
         'prometheus_client==0.26.0',
         # serving/feature_store: the Redis backend and the event stream (pinned through Beam already).

@@ -153,15 +153,26 @@ class ServerProcess:
     self.process = subprocess.Popen(
         [sys.executable, '-m', 'serving.server', '--model-base-path', base, '--port', str(self.port), *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 180
-    while True:
-      try:
-        _get(f'http://127.0.0.1:{self.port}/readyz')
-        return
-      except OSError:
-        if self.process.poll() is not None or time.time() > deadline:
-          raise SystemExit(f'The server did not become ready (exit code {self.process.poll()}).')
-        time.sleep(0.5)
+    deadline = time.time() + 300
+    # Every process loaded before the load starts: wrk's keep-alive
+    # connections stay with the processes that accepted them.
+    while self.loaded() < self.processes():
+      if self.process.poll() is not None or time.time() > deadline:
+        raise SystemExit(f'The server did not become ready (exit code {self.process.poll()}).')
+      time.sleep(0.5)
+
+  def processes(self) -> int:
+    try:
+      return _get(f'http://127.0.0.1:{self.port}/readyz')['processes']
+    except OSError:
+      return 1 << 30
+
+  def loaded(self) -> int:
+    try:
+      return int(sum(float(line.split()[-1]) for line in self.metrics().splitlines()
+                     if line.startswith('serving_model_loads_total{') and 'result="ok"' in line))
+    except OSError:
+      return 0
 
   def metrics(self) -> str:
     with urllib.request.urlopen(f'http://127.0.0.1:{self.port}/metrics', timeout=5) as response:

@@ -26,8 +26,10 @@ K = 'k'
 DEFAULT_K = 10
 MAX_K = 100
 # recommend_diverse's variety knob: the MMR weight over genres of each row,
-# in [0, 1]; 0 ranks by score, as recommend does.
+# in DIVERSITY_RANGE; 0 ranks by score, as recommend does. The server's
+# :recommend takes it as an optional field and refuses values outside.
 DIVERSITY = 'diversity'
+DIVERSITY_RANGE = (0.0, 1.0)
 
 # Output keys of explain (besides PREDICTION_KEY, the score [B]).
 BASELINE_SCORE = 'baseline_score'              # [B] every explained feature at its unknown value

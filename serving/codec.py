@@ -90,36 +90,53 @@ def _kind(value: Any) -> str:
   return {dict: 'an object', list: 'a list', str: 'a string', bool: 'a boolean'}.get(type(value), 'a number')
 
 
+# Lists up to this long are checked in Python (min, max, one comparison a
+# value): for a request's few values that is cheaper than numpy's
+# reductions and casts, which cost microseconds each however small the array.
+_SMALL = 64
+_NUMPY = {'int32': np.int32, 'int64': np.int64, 'float32': np.float32}
+
+
 def _fast(spec: InputSpec, values: List[Any]):
   """``values`` as the signature's dtype when all are of the plain JSON type, else None.
 
   A batch of 100 instances has about 10,000 values, so each list is checked
   in passes that run in C (``set(map(type, ...))``, numpy), not a Python
-  test per value. Anything unusual (base64 objects, a wrong type, a value
-  out of range) goes to the per-value path, which accepts it or says
-  exactly what is wrong.
+  test per value; a short list is checked with builtins (``_SMALL``).
+  Anything unusual (base64 objects, a wrong type, a value out of range) goes
+  to the per-value path, which accepts it or says exactly what is wrong.
   """
   types = set(map(type, values))
   if spec.dtype == 'string':
-    if types <= {str}:
-      try:
-        return np.array([v.encode('utf-8') for v in values], dtype=object)
-      except UnicodeEncodeError:
-        return None
-    return None
+    if not types <= {str}:
+      return None
+    try:
+      # One encode and one split in C instead of an encode a value.
+      parts = '\x00'.join(values).encode('utf-8').split(b'\x00')
+    except UnicodeEncodeError:  # a lone surrogate: the per-value path says where
+      return None
+    if len(parts) != len(values):  # a value holds a NUL (or there are none): one at a time
+      parts = [v.encode('utf-8') for v in values]
+    return np.array(parts, dtype=object)
   if spec.dtype in _INT_RANGES:
     if not types <= {int}:
       return None
+    low, high = _INT_RANGES[spec.dtype]
+    if len(values) <= _SMALL:
+      # Python's ints compare exactly at any size, so nothing overflows here.
+      return np.array(values, _NUMPY[spec.dtype]) if not values or low <= min(values) <= max(values) <= high else None
     try:
       array = np.array(values, dtype=np.int64)
     except OverflowError:  # beyond int64
       return None
-    low, high = _INT_RANGES[spec.dtype]
     if spec.dtype != 'int64' and array.size and not (low <= array.min() and array.max() <= high):
       return None
     return array.astype(spec.dtype, copy=False)
   if not types <= {int, float}:  # bool is a type of its own here, so true and false are refused
     return None
+  if len(values) <= _SMALL:
+    # NaN fails every comparison, and an integer compares exactly, so this refuses NaN, inf and overflow.
+    return np.array(values, np.float32) if all(-_FLOAT32_MAX <= v <= _FLOAT32_MAX for v in values) else None
   try:
     array = np.array(values, dtype=np.float64)
   except OverflowError:  # an integer beyond float64
@@ -188,13 +205,13 @@ def parse_predict(body: Any, specs: Mapping[str, InputSpec], limits: Limits) -> 
     if len(names) == 1 and not named:
       columns = {names[0]: instances}
     else:
-      columns = {n: [] for n in names}
+      wanted = set(names)
       for i, instance in enumerate(instances):
         if not isinstance(instance, dict):
           raise BadRequest(f'instance {i}: expected an object with the inputs {names}, got {_kind(instance)}.')
-        _check_names(instance, specs, f'instance {i}')
-        for n in names:
-          columns[n].append(instance[n])
+        if instance.keys() != wanted:
+          _check_names(instance, specs, f'instance {i}')
+      columns = {n: [instance[n] for instance in instances] for n in names}
     return {n: _column(specs[n], columns[n], limits) for n in names}, True
 
   inputs = body['inputs']
@@ -233,8 +250,21 @@ def _jsonable(array: np.ndarray, name: str):
   if array.dtype == object:
     if name.endswith('_bytes'):
       return _map(array, lambda b: {'b64': base64.b64encode(b).decode('ascii')})
-    return _map(array, lambda b: b.decode('utf-8', 'replace'))
+    return _texts(np.asarray(array))
   return array.tolist()
+
+
+def _texts(array: np.ndarray):
+  """A bytes array as nested lists of text: one join, decode and split in C (as ``_fast`` encodes)."""
+  if array.size == 0:
+    return array.tolist()  # nested empty lists, nothing to decode
+  flat = array.ravel().tolist()
+  texts = b'\x00'.join(flat).decode('utf-8', 'replace').split('\x00')
+  if len(texts) != len(flat):  # an output holds a NUL (or there are none): one at a time
+    texts = [b.decode('utf-8', 'replace') for b in flat]
+  for size in reversed(array.shape[1:]):
+    texts = [texts[i:i + size] for i in range(0, len(texts), size)]
+  return texts[0] if array.ndim == 0 else texts
 
 
 def _map(array, fn):

@@ -60,8 +60,9 @@ def load_catalog(model_path: str) -> Catalog:
 
 
 def catalog(model_path: str, version: int) -> Dict[str, Any]:
-  """``GET /v1/models/{name}/catalog``: every movie the model recommends from."""
-  return {'model_version': str(version), 'movies': load_catalog(model_path).movies}
+  """``GET /v1/models/{name}/catalog``: every movie the model recommends from, and the diversity range it takes."""
+  return {'model_version': str(version), 'movies': load_catalog(model_path).movies,
+          'diversity_range': list(names.DIVERSITY_RANGE)}
 
 
 def app_file(name: str) -> Tuple[bytes, str]:

@@ -3,14 +3,27 @@
 The prediction histograms are for drift monitoring: a shift in the
 distribution of predicted ratings (or of recommended scores) between two
 windows is visible without logging a single request.
+
+With several server processes (``--processes``), each keeps its own
+registry and publishes it to a folder they share (``Shared``): every
+``PUBLISH_S`` seconds, and whenever it answers a scrape. Whichever process
+a scrape reaches answers for all of them: counters and histograms summed,
+gauges the smallest among live processes (``serving_model_version`` is then
+the version every process serves, so a half-done swap shows as the old
+one). A process that died leaves its counts behind, so totals never go
+back.
 """
+import json
+import os
+import tempfile
 import threading
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import Metric
 
 from contract.names import MOVIE_IDS, PREDICTION_KEY, SCORES
 
@@ -20,12 +33,13 @@ PREDICTION_BUCKETS = tuple(1.0 + 0.25 * i for i in range(17))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+PUBLISH_S = 1.0  # how stale another process's part of a scrape may be
 
 
 class Metrics:
   """The server's metrics, in a registry of their own (tests start several servers)."""
 
-  def __init__(self):
+  def __init__(self, shared_dir: Optional[str] = None):
     self.registry = CollectorRegistry()
     self.requests = Counter('serving_requests', 'HTTP requests by route and status code',
                             ['model', 'route', 'code'], registry=self.registry)
@@ -46,6 +60,7 @@ class Metrics:
                                        'writer fell behind', registry=self.registry)
 
     self._children: Dict[Tuple, tuple] = {}
+    self.shared = Shared(shared_dir, self.registry) if shared_dir else None
 
   def observe_request(self, model: str, route: str, code: int, seconds: float) -> None:
     """One answered request; the labelled children are looked up once per label set."""
@@ -72,7 +87,107 @@ class Metrics:
     self.predictions.observe(np.concatenate(values).astype(np.float64), (model, signature))
 
   def exposition(self) -> bytes:
-    return generate_latest(self.registry)
+    return self.shared.exposition() if self.shared else generate_latest(self.registry)
+
+  def close(self):
+    if self.shared:
+      self.shared.close()
+
+
+_SUMMED = ('counter', 'histogram', 'summary', 'untyped')
+
+
+class Shared:
+  """One process's part of the metrics of several: published to ``directory``, merged at a scrape.
+
+  Args:
+    directory: a folder every process of one server writes (``<pid>.json``);
+      the parent creates it empty and removes it.
+    registry: this process's metrics.
+    publish_s: seconds between publications.
+  """
+
+  def __init__(self, directory: str, registry: CollectorRegistry, publish_s: float = PUBLISH_S):
+    self.directory, self.registry = directory, registry
+    self._path = os.path.join(directory, f'{os.getpid()}.json')
+    self._stop = threading.Event()
+    self.publish()
+    self._thread = threading.Thread(target=self._every, args=(publish_s,), daemon=True, name='metrics-publish')
+    self._thread.start()
+
+  def publish(self):
+    """Writes this process's samples, atomically (a reader never sees half a file)."""
+    families = [{'name': m.name, 'documentation': m.documentation, 'type': m.type,
+                 'samples': [[s.name, s.labels, s.value] for s in m.samples]} for m in self.registry.collect()]
+    fd, tmp = tempfile.mkstemp(dir=self.directory, suffix='.tmp')
+    with os.fdopen(fd, 'w') as fh:
+      json.dump(families, fh)
+    os.replace(tmp, self._path)
+
+  def _every(self, seconds: float):
+    while not self._stop.wait(seconds):
+      self.publish()
+
+  def exposition(self) -> bytes:
+    self.publish()
+    return generate_latest(_Merged(merge(self._snapshots())))
+
+  def _snapshots(self) -> Iterable[Tuple[bool, list]]:
+    for name in sorted(os.listdir(self.directory)):
+      if not name.endswith('.json'):
+        continue
+      try:
+        with open(os.path.join(self.directory, name)) as fh:
+          yield _alive(int(name[:-len('.json')])), json.load(fh)
+      except (OSError, ValueError):
+        continue  # removed or replaced while listed: the next scrape has it
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
+    self.publish()  # the last counts stay for the processes still running
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def merge(snapshots: Iterable[Tuple[bool, list]]) -> List[Metric]:
+  """Several processes' families as one: counts summed, gauges (and ``_created``) the smallest of the live ones."""
+  families: Dict[str, Metric] = {}
+  values: Dict[str, Dict[Tuple, float]] = {}
+  for alive, snapshot in snapshots:
+    for family in snapshot:
+      name, kind = family['name'], family['type']
+      if name not in families:
+        families[name], values[name] = Metric(name, family['documentation'], kind), {}
+      merged = values[name]
+      for sample, labels, value in family['samples']:
+        key = (sample, tuple(sorted(labels.items())))
+        if kind in _SUMMED and not sample.endswith('_created'):
+          merged[key] = merged.get(key, 0.0) + value
+        elif alive:
+          merged[key] = min(merged.get(key, value), value)
+  for name, family in families.items():
+    for (sample, labels), value in values[name].items():
+      family.add_sample(sample, dict(labels), value)
+  return list(families.values())
+
+
+class _Merged:
+  """A collector of already merged families, for ``generate_latest``."""
+
+  def __init__(self, families: List[Metric]):
+    self._families = families
+
+  def collect(self):
+    return self._families
 
 
 class _ArrayHistogram:

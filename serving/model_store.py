@@ -27,9 +27,12 @@ from contract import names
 _DTYPES = {'DT_STRING': 'string', 'DT_INT64': 'int64', 'DT_INT32': 'int32', 'DT_FLOAT': 'float32'}
 # Served over REST; transform_features is for the Evaluator and returns
 # tensors TF Serving's JSON has no use for.
-SERVED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.RECOMMEND, names.EXPLAIN)
+SERVED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE, names.RECOMMEND, names.RECOMMEND_DIVERSE,
+                     names.EXPLAIN)
 # Signatures whose one row scores many (the catalog; 2^groups coalitions): smaller merged batches.
-_HEAVY = (names.RECOMMEND, names.EXPLAIN)
+_HEAVY = (names.RECOMMEND, names.RECOMMEND_DIVERSE, names.EXPLAIN)
+# Their outputs are k wide: a row merged with larger k's is cut back to its own.
+_TOP_K = (names.RECOMMEND, names.RECOMMEND_DIVERSE)
 
 
 class Options:
@@ -42,8 +45,9 @@ class Options:
       (docs/serving.md, "Batch sizes"): serving_default 500 rows take about
       3x 100 rows and give 1.6x the rows a second, 1,000 rows only 10% more;
       recommend 64 users take 2x 16 for 2x the users a second.
-    max_recommend_rows: the same for recommend and explain (not measured for
-      explain, whose one row scores 2^groups + history rows).
+    max_recommend_rows: the same for recommend, recommend_diverse and explain
+      (not measured for explain, whose one row scores 2^groups + history
+      rows, nor for recommend_diverse, whose rows with a diversity run MMR).
     workers: batcher threads per signature.
   """
 
@@ -61,7 +65,7 @@ class Signature:
     self.outputs = sorted(definition['outputs'])
     self.batcher = batcher_lib.Batcher(
         fn, max_rows=options.max_recommend_rows if name in _HEAVY else options.max_batch_rows,
-        workers=options.workers, trim=_trim_to_k if name == names.RECOMMEND else None,
+        workers=options.workers, trim=_trim_to_k if name in _TOP_K else None,
         check=make_check(self.inputs) if make_check else None,
         on_batch=(lambda stats, outputs: on_batch(name, stats, outputs)) if on_batch else None)
 
@@ -114,7 +118,7 @@ class Servable:
     Raises whatever TensorFlow raises: a version that cannot answer the
     defaults is not served.
     """
-    for name in (names.SERVING_DEFAULT, names.RECOMMEND, names.EXPLAIN):
+    for name in (names.SERVING_DEFAULT, names.RECOMMEND, names.RECOMMEND_DIVERSE, names.EXPLAIN):
       if name in self.signatures:
         self.signatures[name].batcher.call(self.signatures[name].example())
 
@@ -242,16 +246,18 @@ class ModelStore:
       if self._on_load:
         self._on_load(version, False, time.monotonic() - start)
       return False
+    # The loaded graph is hundreds of thousands of long-lived objects; left to
+    # the collector, each full collection walks them all while requests wait
+    # (tens of ms on the p99). Frozen, they are never walked; refcounting
+    # still frees them when the version is retired. Done before the version
+    # is served, so a process that waits for its first version (--processes)
+    # takes connections only after this second of GIL-holding work.
+    gc.collect()
+    gc.freeze()
     with self._lock:
       old, self._current = self._current, servable
     if old:
       old.retire()
-    # The loaded graph is hundreds of thousands of long-lived objects; left to
-    # the collector, each full collection walks them all while requests wait
-    # (tens of ms on the p99). Frozen, they are never walked; refcounting
-    # still frees them when the version is retired.
-    gc.collect()
-    gc.freeze()
     logging.info('Serving %s version %d from %s', self.name, version, path)
     if self._on_load:
       self._on_load(version, True, time.monotonic() - start)

@@ -9,9 +9,13 @@ are there for drift analysis. Recommend requests are not logged: they carry
 no movie, and validate checks examples.
 
 Rows are written by a thread of their own, so a slow disk never slows a
-request; when the writer falls behind, rows are dropped and counted.
+request; when the writer falls behind, rows are dropped and counted. The
+file is opened for appending (``O_APPEND``) and each batch of whole rows
+goes out in one ``write``, which Linux applies whole, so the processes of
+one server (``--processes``) can share a log without interleaving rows.
 """
 import csv
+import io
 import os
 import queue
 import random
@@ -86,13 +90,8 @@ class RequestLog:
 
   def __init__(self, path: str, sample: float = 1.0, max_queue: int = 10_000, on_drop=None):
     self.path, self.sample, self._on_drop = path, sample, on_drop
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    new = not os.path.exists(path) or os.path.getsize(path) == 0
-    self._file = open(path, 'a', newline='', encoding='utf-8')
-    self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-    if new:
-      self._writer.writeheader()
-      self._file.flush()
+    create(path)
+    self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     self._queue: 'queue.Queue[Optional[tuple]]' = queue.Queue(max_queue)
     self._thread = threading.Thread(target=self._work, daemon=True, name='request-log')
     self._thread.start()
@@ -127,10 +126,14 @@ class RequestLog:
         except queue.Empty:
           break
         batch.append(item)
+      text = io.StringIO(newline='')
+      writer = csv.DictWriter(text, fieldnames=COLUMNS)
       for entry in batch:
         if entry is not None:
-          self._writer.writerows(self._rows(entry))
-      self._file.flush()
+          writer.writerows(self._rows(entry))
+      data = text.getvalue().encode('utf-8')
+      while data:
+        data = data[os.write(self._fd, data):]
       if batch[-1] is None:
         return
 
@@ -138,4 +141,19 @@ class RequestLog:
     """Writes what is queued and closes the file."""
     self._queue.put(None)
     self._thread.join()
-    self._file.close()
+    os.close(self._fd)
+
+
+def create(path: str):
+  """The log with its header, unless it exists: before a server's processes start, so only one writes it."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+  except FileExistsError:
+    if os.path.getsize(path):
+      return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)  # an empty file: the header is still missing
+  text = io.StringIO(newline='')
+  csv.DictWriter(text, fieldnames=COLUMNS).writeheader()
+  with os.fdopen(fd, 'w', newline='', encoding='utf-8') as fh:
+    fh.write(text.getvalue())

@@ -7,10 +7,12 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
 * ``GET  /v1/models/{name}[/versions/{v}]``: version status, as TF Serving;
 * ``GET  /v1/models/{name}[/versions/{v}]/metadata``: signature defs;
 * ``POST /v1/models/{name}[/versions/{v}]:predict``: ``instances`` or
-  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``, ``explain``;
+  ``inputs``, any of ``serving_default``, ``serving_tf_example``, ``recommend``, ``recommend_diverse``,
+  ``explain``;
 * ``POST /v1/models/{name}[/versions/{v}]:recommend``: the convenience
   route, ``{"user_id": "196", "history_movie_ids": [...], "k": 10}``, every
-  field optional;
+  field optional; ``"diversity": 0.5`` (in ``names.DIVERSITY_RANGE``)
+  re-ranks by genre variety through ``recommend_diverse``;
 * ``POST /v1/models/{name}[/versions/{v}]:explain``: recommend's body plus a
   ``movie_id``: why the model rates that movie so for that user
   (serving/explain.py, docs/app.md);
@@ -22,6 +24,12 @@ Routes (``[/versions/{v}]`` is optional; only the served version answers):
   (serving/feature_store/);
 * ``GET /healthz`` (the process answers), ``GET /readyz`` (a version is
   loaded), ``GET /metrics`` (Prometheus).
+
+``--processes N`` runs N server processes on one port (granian's workers),
+each with its own copy of the model, its own batchers and its own hot swap;
+the default is one a core, at most ``AUTO_PROCESSES_MAX`` (docs/serving.md
+measured why). ``/metrics`` answers for all of them (serving/metrics.py) and
+they share the request log.
 
 Errors are TF Serving's shape, ``{"error": "..."}``, with a 4xx status for
 anything the client can fix. Values outside the feature table's ranges
@@ -37,30 +45,46 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
+import multiprocessing  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from typing import Any, Awaitable, Callable, Dict, List, NamedTuple, Optional, Pattern, Sequence, Tuple  # noqa: E402
 
 from absl import logging  # noqa: E402
-from granian.constants import Interfaces  # noqa: E402
+from granian import Granian  # noqa: E402
+from granian.constants import Interfaces, Loops  # noqa: E402
 from granian.log import LogLevels  # noqa: E402
 from granian.server.embed import Server as GranianServer  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import tensorflow as tf  # noqa: E402
+import uvloop  # noqa: E402
 
-from serving import codec, explain, feature_store, model_store  # noqa: E402
+from serving import codec, explain, feature_store, model_store, request_log as request_log_lib  # noqa: E402
 from serving.metrics import CONTENT_TYPE, Metrics  # noqa: E402
-from serving.request_log import RequestLog  # noqa: E402
 from contract import names  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 DEFAULT_MODEL_NAME = names.MODEL_NAME
 _LOGGED_SIGNATURES = (names.SERVING_DEFAULT, names.SERVING_TF_EXAMPLE)
 _JSON = 'application/json'
+# --processes' default: one a core, up to this many. Two paid off on two
+# cores (docs/serving.md); each process holds its own model (about 1 GB),
+# so more is asked for, not assumed.
+AUTO_PROCESSES_MAX = 2
+# How long a process of several waits for its first version before it takes
+# connections (its siblings take them meanwhile); then it serves, and
+# /readyz says 503, as one process does from the start.
+_WORKER_READY_WAIT_S = 120.0
+# How the parent hands its settings to its processes (granian starts them).
+_WORKER_ENV = 'MOVIELENS_SERVING_WORKER'
 
 
 class Config:
@@ -82,13 +106,18 @@ class Config:
     features: the feature table whose ranges every request is checked
       against (``transforms.features.FEATURES``).
     feature_store: a SQLite file or redis:// URL (None: no by-id requests).
+    processes: server processes (``main`` runs them; ``Server`` and ``App``
+      are one process).
+    metrics_dir: the folder the processes of one server publish their
+      metrics to (``main`` makes it; None: one process).
   """
 
   def __init__(self, model_base_path: str, model_name: str = DEFAULT_MODEL_NAME, host: str = '127.0.0.1',
                port: int = 8501, poll_s: float = 1.0, max_body_bytes: int = 1 << 20,
                limits: Optional[codec.Limits] = None, options: Optional[model_store.Options] = None,
                request_log: Optional[str] = None, request_log_sample: float = 1.0, request_timeout_s: float = 30.0,
-               features: Sequence[f.Feature] = f.FEATURES, feature_store: Optional[str] = None):
+               features: Sequence[f.Feature] = f.FEATURES, feature_store: Optional[str] = None,
+               processes: int = 1, metrics_dir: Optional[str] = None):
     self.model_base_path, self.model_name, self.host, self.port = model_base_path, model_name, host, port
     self.poll_s, self.max_body_bytes = poll_s, max_body_bytes
     self.limits = limits or codec.Limits()
@@ -97,6 +126,7 @@ class Config:
     self.request_timeout_s = request_timeout_s
     self.features = tuple(features)
     self.feature_store = feature_store
+    self.processes, self.metrics_dir = processes, metrics_dir
 
 
 class Response(NamedTuple):
@@ -164,15 +194,15 @@ class App:
 
   def __init__(self, config: Config):
     self.config = config
-    self.metrics = Metrics()
+    self.metrics = Metrics(config.metrics_dir)
     self.store = model_store.ModelStore(
         config.model_name, config.model_base_path, config.options, config.poll_s,
         on_batch=lambda signature, stats, outputs: self.metrics.on_batch(config.model_name, signature, stats, outputs),
         on_load=self._on_load, make_check=self._range_check)
     self.request_log = None
     if config.request_log:
-      self.request_log = RequestLog(config.request_log, config.request_log_sample,
-                                    on_drop=self.metrics.request_log_dropped.inc)
+      self.request_log = request_log_lib.RequestLog(config.request_log, config.request_log_sample,
+                                                    on_drop=self.metrics.request_log_dropped.inc)
     self.feature_store = feature_store.open_store(config.feature_store) if config.feature_store else None
     # To add a route, add a line here (first match wins).
     self.routes: List[Route] = [
@@ -292,9 +322,12 @@ class App:
 
   async def recommend(self, body: bytes, name: str, version: Optional[str]) -> Response:
     request = _json_body(body)
+    diverse = _diversity(request) > 0
+    if not diverse:
+      request.pop(names.DIVERSITY, None)
     servable = self._acquire(name, version)
     try:
-      signature = _signature(servable, names.RECOMMEND)
+      signature = _recommend_signature(servable, diverse)
       if self.feature_store:
         request = feature_store.resolve_recommend(self.feature_store, request, signature.inputs)
       arrays, _ = codec.parse_predict({'instances': [_recommend_instance(request, signature.inputs)]},
@@ -342,7 +375,10 @@ class App:
     servable = self.store.current()
     if servable is None:
       return _error(503, f'No version under {self.config.model_base_path} has loaded yet.')
-    return Response(200, _dumps({'status': 'ready', 'model': servable.name, 'version': str(servable.version)}))
+    # With --processes N, this is the process the connection reached; /metrics'
+    # serving_model_loads_total{result="ok"} counts the processes that have loaded.
+    return Response(200, _dumps({'status': 'ready', 'model': servable.name, 'version': str(servable.version),
+                                 'processes': self.config.processes}))
 
   async def prometheus(self, body: bytes) -> Response:
     return Response(200, self.metrics.exposition(), CONTENT_TYPE)
@@ -367,13 +403,20 @@ class App:
   async def _run(self, signature: model_store.Signature, arrays: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     rows = len(next(iter(arrays.values())))
     timeout_s = self.config.request_timeout_s
+    future = signature.batcher.submit(arrays, rows)
+    # A timer on the batcher's own future rather than wait_for's extra waiter
+    # and callbacks; the batcher skips (or drops the answer of) a future that
+    # is done.
+    timer = asyncio.get_running_loop().call_later(timeout_s, _expire, future)
     try:
-      return await asyncio.wait_for(signature.batcher.submit(arrays, rows), timeout_s)
+      return await future
     except asyncio.TimeoutError:
       raise codec.BadRequest(f'The model did not answer within {timeout_s:g} s (the server is overloaded); '
                              'retry later.', status=503) from None
     except tf.errors.InvalidArgumentError as error:
       raise codec.BadRequest(f'The model rejected the input: {_tf_reason(error.message)}') from None
+    finally:
+      timer.cancel()
 
   def _log(self, servable: model_store.Servable, signature: str, arrays, outputs):
     if self.request_log and signature in _LOGGED_SIGNATURES:
@@ -385,6 +428,46 @@ class App:
       self.request_log.close()
     if self.feature_store:
       self.feature_store.close()
+    self.metrics.close()
+
+
+class _Process(App):
+  """The App of one of several server processes, which granian starts and stops."""
+
+  def __rsgi_del__(self, loop):
+    self.close()
+
+
+def worker_app() -> App:
+  """granian's factory in each process of ``--processes N``: the parent's settings, a model, then connections."""
+  spec = json.loads(os.environ[_WORKER_ENV])
+  threads = spec['tf_threads']
+  # Before TensorFlow's first op: the processes split the cores instead of each sizing its pools to all of them.
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  tf.config.threading.set_inter_op_parallelism_threads(threads)
+  config = parse_args(spec['argv'])
+  config.metrics_dir = spec['metrics_dir']
+  app = _Process(config)
+  app.store.start(_WORKER_READY_WAIT_S)
+  return app
+
+
+def available_cores() -> int:
+  """The cores this process may use: its CPU affinity, capped by a cgroup v2 quota (a Kubernetes CPU limit)."""
+  cores = len(os.sched_getaffinity(0))
+  try:
+    with open('/sys/fs/cgroup/cpu.max') as fh:
+      quota, period = fh.read().split()
+    if quota != 'max':
+      cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+  except (OSError, ValueError):
+    pass
+  return cores
+
+
+def _expire(future: asyncio.Future):
+  if not future.done():
+    future.set_exception(asyncio.TimeoutError())
 
 
 def _ranged_inputs(inputs: Sequence[str], table: Sequence[f.Feature]) -> Tuple[str, ...]:
@@ -400,6 +483,25 @@ def _signature(servable: model_store.Servable, name: Any) -> model_store.Signatu
     raise codec.BadRequest(f'Serving signature name: {json.dumps(name)} not found; this model serves '
                            f'{sorted(servable.signatures)}.')
   return servable.signatures[name]
+
+
+def _diversity(body: Dict[str, Any]) -> float:
+  """The body's optional variety weight (names.DIVERSITY_RANGE; absent is 0, the score order), checked."""
+  value = body.get(names.DIVERSITY, names.DIVERSITY_RANGE[0])
+  low, high = names.DIVERSITY_RANGE
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+    raise codec.BadRequest(f'"{names.DIVERSITY}" must be a number from {low:g} (by score) to {high:g} (the most '
+                           f'varied genres), got {json.dumps(value)[:100]}; leave it out to rank by score.')
+  return float(value)
+
+
+def _recommend_signature(servable: model_store.Servable, diverse: bool) -> model_store.Signature:
+  """recommend, or recommend_diverse for a request with a diversity weight above 0."""
+  if diverse and names.RECOMMEND_DIVERSE not in servable.signatures:
+    raise codec.BadRequest(f'"{names.DIVERSITY}" needs the {names.RECOMMEND_DIVERSE} signature, which version '
+                           f'{servable.version} does not have; leave "{names.DIVERSITY}" out, or push a model '
+                           'trained since it exists (make run).')
+  return _signature(servable, names.RECOMMEND_DIVERSE if diverse else names.RECOMMEND)
 
 
 def _recommend_instance(body: Dict[str, Any], inputs: Dict[str, codec.InputSpec]) -> Dict[str, Any]:
@@ -473,7 +575,7 @@ class Server:
   def start(self, wait_s: float = 60.0) -> int:
     self.app.store.start(wait_s)
     self.port = self.config.port or _free_port(self.config.host)
-    self._loop = asyncio.new_event_loop()
+    self._loop = uvloop.new_event_loop()
     self._http = _granian(self.app, self.config.host, self.port)
 
     def run():
@@ -512,6 +614,9 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--max-recommend-rows', type=int, default=defaults.max_recommend_rows,
                       help='users in one merged recommend call')
   parser.add_argument('--workers', type=int, default=defaults.workers, help='threads calling each signature')
+  parser.add_argument('--processes', type=int, default=0,
+                      help=f'server processes on the port, each with the model (0: one a core, at most '
+                           f'{AUTO_PROCESSES_MAX})')
   parser.add_argument('--request-log', default=None,
                       help='CSV of served examples for `python -m pipeline.validate LOG --kind serving`')
   parser.add_argument('--request-log-sample', type=float, default=1.0, help='fraction of requests logged')
@@ -520,11 +625,14 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--feature-store', default=None,
                       help='SQLite file or redis://host:port/db for by-id requests (make feature-store seeds it)')
   args = parser.parse_args(argv)
+  if args.processes < 0:
+    parser.error(f'--processes must be 0 (one a core) or more, got {args.processes}.')
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
                 model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
                 args.request_log, args.request_log_sample, args.request_timeout_s,
-                feature_store=args.feature_store)
+                feature_store=args.feature_store,
+                processes=args.processes or min(available_cores(), AUTO_PROCESSES_MAX))
 
 
 async def _serve(config: Config):
@@ -542,9 +650,33 @@ async def _serve(config: Config):
   app.close()
 
 
+def _serve_processes(config: Config, argv: List[str]):
+  """``config.processes`` processes on one port, started, watched and stopped by granian."""
+  metrics_dir = tempfile.mkdtemp(prefix=f'serving-metrics-{os.getpid()}-')
+  if config.request_log:
+    request_log_lib.create(config.request_log)  # the header, once, before any process appends
+  os.environ[_WORKER_ENV] = json.dumps({'argv': argv, 'metrics_dir': metrics_dir,
+                                        'tf_threads': max(1, available_cores() // config.processes)})
+  multiprocessing.set_start_method('spawn', force=True)  # a forked TensorFlow runtime is not safe to use
+  logging.info('Serving %s from %s on http://%s:%d with %d processes', config.model_name, config.model_base_path,
+               config.host, config.port, config.processes)
+  try:
+    # granian stops accepting on SIGTERM and lets requests in flight finish; a process that dies is restarted.
+    Granian('serving.server:worker_app', factory=True, address=config.host, port=config.port,
+            interface=Interfaces.RSGI, workers=config.processes, runtime_threads=1, loop=Loops.uvloop,
+            backlog=2048, websockets=False, log_level=LogLevels.warning, respawn_failed_workers=True).serve()
+  finally:
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   logging.set_verbosity(logging.INFO)
-  asyncio.run(_serve(parse_args(argv)))
+  argv = sys.argv[1:] if argv is None else argv
+  config = parse_args(argv)
+  if config.processes == 1:
+    uvloop.run(_serve(config))
+  else:
+    _serve_processes(config, argv)
   return 0
 
 

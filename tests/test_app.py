@@ -1,9 +1,15 @@
-"""The model app in Debian's Chromium, against a real server on a tiny model and a real SQLite feature store."""
+"""The model app in Debian's Chromium, against a real server on a tiny model and a real feature store.
+
+Every test runs twice: with the SQLite store and with a real redis-server
+(the ``redis_url`` fixture starts Debian's).
+"""
 import os
 import pathlib
+import re
 import shutil
 
 import pytest
+import redis
 
 from contract import names
 from serving.feature_store import open_store
@@ -17,11 +23,15 @@ CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 DOCS = pathlib.Path(__file__).resolve().parents[1] / 'docs'
 
 
-@pytest.fixture(scope='module')
-def app_server(tiny_models, tmp_path_factory):  # noqa: F811
+@pytest.fixture(scope='module', params=['sqlite', 'redis'])
+def app_server(request, tiny_models, tmp_path_factory, redis_url):  # noqa: F811
   base = tmp_path_factory.mktemp('served')
   push(tiny_models['history_ranking'], base, 1)
-  url = str(tmp_path_factory.mktemp('store') / 'feature_store.sqlite')
+  if request.param == 'sqlite':
+    url = str(tmp_path_factory.mktemp('store') / 'feature_store.sqlite')
+  else:
+    url = redis_url
+    redis.Redis.from_url(url).flushdb()
   with open_store(url) as store:
     bootstrap(store, _write_ml100k(tmp_path_factory.mktemp('data') / 'ml-100k'))
   server, client = start_server(base, feature_store=url)
@@ -57,6 +67,7 @@ def test_a_new_user_rates_movies_sees_the_list_change_and_why(app_server, tmp_pa
       after = _shown(page)
       assert after != before and not set(rated) & set(after)
       assert page.locator('[data-testid=rated] li').count() == 2
+      _move_the_variety_knob(page, client, after)
       page.click(f'[data-testid=explain-{after[0]}]')
       why = page.locator(f'[data-testid=why-{after[0]}]')
       why.locator('[data-testid=because]').first.wait_for()
@@ -69,6 +80,25 @@ def test_a_new_user_rates_movies_sees_the_list_change_and_why(app_server, tmp_pa
       assert artifact.stat().st_size > 10_000
     finally:
       browser.close()
+
+
+def _move_the_variety_knob(page, client, by_score):
+  """The slider's range is the server's; at its top the list is recommend_diverse's, back at 0 the score order."""
+  knob = page.locator('[data-testid=diversity]')
+  assert page.locator('[data-testid=variety]').is_visible()
+  assert (float(knob.get_attribute('min')), float(knob.get_attribute('max'))) == names.DIVERSITY_RANGE
+  user_id = re.search(r'user (\d+)', page.inner_text('[data-testid=who]')).group(1)
+  top = names.DIVERSITY_RANGE[1]
+  expected = client.post(f'/v1/models/{NAME}:recommend', {'user_id': user_id, 'k': names.DEFAULT_K,
+                                                          names.DIVERSITY: top}).json()['recommendations']
+  varied = [r['movie_id'] for r in expected]
+  assert varied != by_score, 'the tiny model gives the same list at both ends of the knob; nothing to check'
+  knob.fill(f'{top:g}')
+  page.wait_for_function('ids => JSON.stringify([...document.querySelectorAll("[data-testid=recommendation]")]'
+                         '.map(x => x.dataset.movieId)) === JSON.stringify(ids)', arg=varied)
+  knob.fill(f'{names.DIVERSITY_RANGE[0]:g}')
+  page.wait_for_function('ids => JSON.stringify([...document.querySelectorAll("[data-testid=recommendation]")]'
+                         '.map(x => x.dataset.movieId)) === JSON.stringify(ids)', arg=by_score)
 
 
 def test_explain_route_by_id_states_completeness_and_refuses_a_body_without_a_movie(app_server):

@@ -25,12 +25,13 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import json_utils, proto_utils
 
 from components.data_validator import checks, report as validation_report
-from components.eval_report import executor as report_executor, report, spec, stats
+from components.eval_report import executor as report_executor, explanations, report, spec, stats
 from components.movielens_example_gen import QuarantinedRows, summary as quarantine_summary
 from components.retrieval_evaluator import executor as retrieval_executor
 from components.retrieval_evaluator.spec import RetrievalEvaluation
 from pipeline import configs, eval_config as ec
-from trainer import hparams as hp
+from contract import names
+from trainer import explain, hparams as hp
 from trainer.signatures import make_serving_signatures
 from trainer.task import build_model
 from transforms import features as f
@@ -43,8 +44,8 @@ pytestmark = pytest.mark.unit
 # on the value threshold while the (generous) change threshold passes.
 UNREACHABLE_RMSE = 0.5
 GENEROUS_TOLERANCE = 10.0
-SECTIONS = {'decision', 'overall', 'fairness', 'slices', 'distributions', 'calibration', 'retrieval', 'method', 'data',
-            'provenance'}
+SECTIONS = {'decision', 'overall', 'fairness', 'slices', 'distributions', 'calibration', 'retrieval', 'explanations',
+            'method', 'data', 'provenance'}
 # 150 test ratings: with this minimum, gender slices are big enough and some age buckets are not.
 MIN_SLICE_COUNT = 30
 INSTALL_HINT = 'apt-get install -y chromium'
@@ -73,7 +74,11 @@ def _export(output, transformed, path, epochs, seed):
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(32), epochs=epochs, verbose=0)
   serving = os.path.join(path, 'Format-Serving')
-  tf.saved_model.save(model, serving, signatures=make_serving_signatures(model, output))
+  signatures = make_serving_signatures(model, output)
+  # As trainer/task.py::serving_signatures adds it to rating models: the report explains through it.
+  signatures[names.EXPLAIN] = explain.make_explain_signature(explain.model_scorer(model),
+                                                             f.raw_inputs(model.TRANSFORM_OUTPUTS))
+  tf.saved_model.save(model, serving, signatures=signatures)
   tf.io.gfile.makedirs(os.path.join(serving, 'assets.extra'))
   with open(os.path.join(serving, 'assets.extra', 'hparams.json'), 'w') as fh:
     json.dump({'model': 'ranking', 'epochs': epochs}, fh)
@@ -565,3 +570,32 @@ def test_list_gates_not_applied_say_why():
   [check, _] = report.list_gate(plain, None, configs.DEFAULT_RECALL_TOLERANCE)
   assert check.applied and check.passed and check.interval is None and check.bound == '> 0'
   assert 'no per-user figures' in check.sentence()
+
+
+def test_the_page_explains_a_few_test_users_through_the_candidates_own_signatures(dom, evaluated):
+  found = evaluated['json']['explanations']
+  assert found['reason'] is None
+  test_users = {r[f.USER_ID][0].decode() for r in evaluated['test_rows']}
+  assert found['candidates'] == len(test_users)
+  users = dom.having('data-history-length', 'div')
+  assert [u['attrs']['data-user'] for u in users] == [u['user_id'] for u in found['users']]
+  assert len(users) == explanations.USERS and {u['attrs']['data-user'] for u in users} <= test_users
+  # Spread over history length: the shortest first.
+  lengths = [int(u['attrs']['data-history-length']) for u in users]
+  assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+  recommend_scores = [float(e['attrs']['data-recommend-score']) for e in dom.having('data-recommend-score', 'td')]
+  scores = [float(e['attrs']['data-score']) for e in dom.having('data-score', 'td')]
+  # Up to MOVIES each: the tiny catalog has 9 movies, and recommend leaves out the ones a user rated.
+  assert len(scores) == sum(len(u['recommendations']) for u in found['users']) > explanations.USERS
+  assert all(1 <= len(u['recommendations']) <= explanations.MOVIES for u in found['users'])
+  # The ranking model's recommend ranks by the predicted rating explain explains: the same (user, movie) pairs.
+  np.testing.assert_allclose(scores, recommend_scores, atol=1e-4)
+  for user in found['users']:
+    for movie in user['recommendations']:
+      e = movie['explanation']
+      assert e['completeness_error'] < names.EXPLAIN_TOLERANCE
+      assert sum(g['attribution'] for g in e['groups']) == pytest.approx(e['score'] - e['baseline_score'],
+                                                                         abs=names.EXPLAIN_TOLERANCE)
+      assert {g['group'] for g in e['groups']} == {'user', 'movie'}  # what the ranking model reads
+  [shown] = dom.having('data-tolerance', 'span')
+  assert float(shown['attrs']['data-value']) == found['max_completeness_error'] < names.EXPLAIN_TOLERANCE

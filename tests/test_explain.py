@@ -1,15 +1,23 @@
-"""The explain signature on tiny real SavedModels: completeness, the baseline, leave-one-out, groups from the table."""
+"""The explain signature on tiny real SavedModels: completeness, the baseline, leave-one-out, groups from the table.
+
+And the evaluation report's explanations of test users, which call it (components/eval_report/explanations.py).
+"""
 import itertools
 import pathlib
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 
+from components.eval_report import explanations, report
 from contract import names
-from trainer import explain
+from trainer import explain, hparams as hp
+from trainer.signatures import make_serving_signatures
+from trainer.task import build_model
 from transforms import features as f
 
+from conftest import make_raw_rows, serialize_row
 from test_serving import history_instance, tiny_models  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.unit
@@ -106,3 +114,67 @@ def test_docs_name_every_explanation_group_and_the_tolerance():
   for group in f.groups(f.SERVING_FEATURES):
     assert f'`{group}`' in text, group
   assert f'{names.EXPLAIN_TOLERANCE:g}' in text
+
+
+@pytest.fixture(scope='module')
+def test_split(tmp_path_factory):
+  """A Split-test of tiny rows as ExampleGen writes it (labels included), and the rows."""
+  root = tmp_path_factory.mktemp('examples')
+  rows = make_raw_rows(n_rows=120, n_users=10, seed=3)
+  (root / 'Split-test').mkdir()
+  with tf.io.TFRecordWriter(str(root / 'Split-test' / 'data_tfrecord-00000.gz'), 'GZIP') as writer:
+    for row in rows:
+      writer.write(serialize_row(row, with_label=True))
+  return str(root), rows
+
+
+def test_the_eval_report_explains_test_users_with_the_models_own_signatures(tiny_models, test_split):  # noqa: F811
+  uri, rows = test_split
+  path = tiny_models['history_ranking']
+  loaded = tf.saved_model.load(path)
+  found = explanations.explain_users(loaded, uri, 'test', path, n_users=3, k=3)
+  assert found.reason is None and found.candidates == len({r[f.USER_ID][0] for r in rows})
+  last = {}
+  for row in rows:  # the user's last rating of the split, as ExampleGen wrote it
+    if row[f.USER_ID][0] not in last or row[f.TIMESTAMP][0] >= last[row[f.USER_ID][0]][f.TIMESTAMP][0]:
+      last[row[f.USER_ID][0]] = row
+  lengths = sorted(len(r[f.HISTORY_MOVIE_IDS]) for r in last.values())
+  assert [u.history_length for u in found.users] == [lengths[0], lengths[(len(lengths) - 1) // 2], lengths[-1]]
+  recommend = loaded.signatures[names.RECOMMEND]
+  for user in found.users:
+    row = last[user.user_id.encode()]
+    history = [m.decode() for m in row[f.HISTORY_MOVIE_IDS]]
+    assert user.timestamp == row[f.TIMESTAMP][0] and user.history_length == len(history)
+    request = {n: tf.constant([row[n][0]], s.dtype) for n, s in recommend.structured_input_signature[1].items()
+               if n not in (names.K, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)}
+    top = recommend(**request, k=tf.constant([3]), history_movie_ids=tf.constant([history + ['']]),
+                    history_ratings=tf.constant([list(row[f.HISTORY_RATINGS]) + [0.0]]))
+    assert [m.movie_id for m in user.recommendations] == [m.decode() for m in top[names.MOVIE_IDS].numpy()[0]]
+    for movie in user.recommendations:
+      e = movie.explanation
+      # history_ranking's recommend ranks by the rating explain explains, movie statistics unknown in both.
+      assert e['score'] == pytest.approx(movie.recommend_score, abs=1e-4)
+      assert e['completeness_error'] < names.EXPLAIN_TOLERANCE
+      assert {h['movie_id'] for h in e['history']} <= set(history)
+      if e['history']:
+        assert sum(h['share'] for h in e['history']) <= 1.0 + 1e-6
+        assert all(h['contribution'] > 0 for h in e['history'])
+  assert any(m.explanation['history'] for u in found.users for m in u.recommendations)
+  page = report.explanations_html(found, 'test')
+  for user in found.users:
+    assert f'data-user="{user.user_id}"' in page
+    for movie in user.recommendations:
+      for h in movie.explanation['history']:
+        assert f'data-because="{h["movie_id"]}" data-share="{h["share"]!r}"' in page
+
+
+def test_a_model_without_explain_gets_the_reason_not_an_error(tiny_transform, tmp_path, test_split):
+  uri, _ = test_split
+  out_dir, _, _ = tiny_transform
+  model = build_model(hp.resolve({'hparams': {'model': 'ranking', 'embedding_dim': 4, 'layer_sizes': '8'}}),
+                      tft.TFTransformOutput(out_dir))
+  tf.saved_model.save(model, str(tmp_path / 'm'), signatures=make_serving_signatures(model,
+                                                                                     tft.TFTransformOutput(out_dir)))
+  found = explanations.explain_users(tf.saved_model.load(str(tmp_path / 'm')), uri, 'test', str(tmp_path / 'm'))
+  assert found.users == [] and 'no explain signature' in found.reason and 'python -m trainer.explain' in found.reason
+  assert 'No explanations: the candidate has no explain signature' in report.explanations_html(found, 'test')

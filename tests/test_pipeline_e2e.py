@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
-from components.eval_report import cli as eval_report_cli
+from components.eval_report import cli as eval_report_cli, explanations as eval_report_explanations
 from contract import names
 from pipeline import configs, local_runner, run_summary
 
@@ -172,6 +172,24 @@ def test_evaluation_report_numbers_are_tfmas(runs):
     with open(os.path.join(retrieval, 'metrics.json')) as fh:
       assert report['retrieval'] == json.load(fh)
     _check_intervals(report, has_baseline)
+    _check_explanations(report)
+
+
+def _check_explanations(report):
+  """A few test users' top recommendations and why, through the candidate's explain signature."""
+  found = report['explanations']
+  assert found['reason'] is None and found['candidates'] > 100
+  assert len(found['users']) == eval_report_explanations.USERS
+  assert found['max_completeness_error'] < names.EXPLAIN_TOLERANCE
+  for user in found['users']:
+    assert len(user['recommendations']) == eval_report_explanations.MOVIES
+    for movie in user['recommendations']:
+      e = movie['explanation']
+      assert sum(g['attribution'] for g in e['groups']) == pytest.approx(e['score'] - e['baseline_score'],
+                                                                         abs=names.EXPLAIN_TOLERANCE)
+      assert all(h['share'] > 0 for h in e['history']) and len(e['history']) <= user['history_length']
+  # Spread over history length: someone with a long history, whose ratings explain something.
+  assert any(m['explanation']['history'] for u in found['users'] for m in u['recommendations'])
 
 
 def _check_intervals(report, has_baseline):

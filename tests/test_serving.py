@@ -188,6 +188,26 @@ def test_recommend_route_fills_defaults_and_leaves_out_the_history(served, tiny_
   assert len(newcomer) == min(names.DEFAULT_K, n_movies)
 
 
+def test_recommend_with_a_diversity_weight_is_recommend_diverses_answer(served):
+  client, _ = served
+  body = {'history_movie_ids': ['1'], 'history_ratings': [4], 'k': 6}
+  instance = {'user_age': 0, 'user_gender': '', 'user_occupation': '', 'timestamp': 0,
+              'history_movie_ids': ['1', ''], 'history_ratings': [4, 0], 'k': 6}
+  listed = {}
+  for weight in (0, 0.5, 1.0):
+    response = client.post(f'/v1/models/{NAME}:recommend', {**body, names.DIVERSITY: weight})
+    assert response.status_code == 200, response.text
+    listed[weight] = [r['movie_id'] for r in response.json()['recommendations']]
+    raw = client.post(f'/v1/models/{NAME}:predict', {'signature_name': names.RECOMMEND_DIVERSE,
+                                                     'instances': [{**instance, names.DIVERSITY: weight}]})
+    assert raw.status_code == 200, raw.text
+    assert raw.json()['predictions'][0]['movie_ids'] == listed[weight]
+  plain = client.post(f'/v1/models/{NAME}:recommend', body).json()['recommendations']
+  assert listed[0] == [r['movie_id'] for r in plain]
+  # The weight reaches the model: the most varied list is another order of movies.
+  assert listed[1.0] != listed[0]
+
+
 BAD_REQUESTS = [
     # (path, body, status, words the message must contain)
     (':predict', b'{"instances": [', 400, 'not valid JSON'),
@@ -206,6 +226,11 @@ BAD_REQUESTS = [
     (':recommend', {'history_movie_ids': ['1'], 'history_ratings': [float('nan')]}, 400, 'finite'),
     (':recommend', {'history_movie_ids': ['1'] * 80, 'history_ratings': [3] * 80}, 400, 'at most 60'),
     (':recommend', {'user_id': '1', 'zzz': 1}, 400, 'Unknown fields'),
+    (':recommend', {'diversity': 1.5}, 400, '"diversity" must be a number from 0 (by score) to 1'),
+    (':recommend', {'diversity': -0.1}, 400, '"diversity" must be a number from 0'),
+    (':recommend', {'diversity': '0.5'}, 400, '"diversity" must be a number from 0'),
+    (':recommend', {'diversity': True}, 400, '"diversity" must be a number from 0'),
+    (':recommend', {'diversity': float('nan')}, 400, '"diversity" must be a number from 0'),
     (':classify', {'examples': []}, 400, 'not served'),
     ('/versions/7:predict', {'instances': [{}]}, 404, 'version 1 only'),
     ('/versions/x:predict', {'instances': [{}]}, 400, 'positive integer'),
@@ -516,3 +541,130 @@ def test_fuzzed_requests_never_get_a_5xx(served, served_signatures):
 
   check()
   assert client.get('/healthz').status_code == 200
+
+
+def test_processes_share_a_port_metrics_a_request_log_and_a_hot_swap(tiny_models, tmp_path):
+  """``--processes 2`` as a platform team runs it: one port, one /metrics and one log for both, no failed request."""
+  import glob
+  import signal
+  import subprocess
+  import sys
+  import tempfile
+  from serving import metrics as metrics_lib
+  base, log = tmp_path / 'base', tmp_path / 'requests.csv'
+  push(tiny_models['ranking'], base, 1)
+  port = server_lib._free_port('127.0.0.1')
+  process = subprocess.Popen([sys.executable, '-m', 'serving.server', '--model-base-path', str(base), '--port',
+                              str(port), '--processes', '2', '--poll-s', '0.2', '--request-log', str(log)],
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  published = os.path.join(tempfile.gettempdir(), f'serving-metrics-{process.pid}-*', '*.json')
+  client = Client(port)
+
+  def loaded():
+    try:
+      text = client.get('/metrics').text
+    except requests.RequestException:
+      return 0
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith('serving_model_loads_total{') and 'result="ok"' in line)
+
+  try:
+    deadline = time.time() + 240
+    while loaded() < 2:
+      assert process.poll() is None and time.time() < deadline, 'the two processes did not both load version 1'
+      time.sleep(0.5)
+    assert len(glob.glob(published)) == 2
+    failures, answered, stop = [], [0], threading.Event()
+
+    def hammer(i):
+      own = Client(port)  # a connection each, which the kernel gives to either process
+      while not stop.is_set():
+        response = own.post(f'/v1/models/{NAME}:predict', {'instances': [{'user_id': str(i), 'movie_id': '2'}]})
+        if response.status_code != 200:
+          failures.append(response.text)
+        answered[0] += 1
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+    for thread in threads:
+      thread.start()
+    time.sleep(1.0)
+    push(tiny_models['ranking'], base, 2)
+    deadline = time.time() + 60
+    while loaded() < 4 and time.time() < deadline:  # both processes swapped
+      time.sleep(0.2)
+    time.sleep(1.0)
+    stop.set()
+    for thread in threads:
+      thread.join()
+    assert not failures, failures[:3]
+    assert loaded() == 4, 'a process did not load version 2'
+    time.sleep(metrics_lib.PUBLISH_S * 1.5)  # both have published since the last request
+    text = client.get('/metrics').text
+    served = sum(float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith('serving_requests_total{') and 'route="predict"' in line)
+    assert served == answered[0]
+    assert f'serving_model_version{{model="{NAME}"}} 2.0' in text
+  finally:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+  assert not glob.glob(published), 'the metrics folder outlived the server'
+  with open(log) as fh:
+    rows = list(csv.DictReader(fh))
+  assert len(rows) == answered[0] and {r['movie_id'] for r in rows} == {'2'}
+  assert {r['model_version'] for r in rows} == {'1', '2'}
+
+
+def test_merged_metrics_sum_counts_and_take_the_live_processes_smallest_gauge():
+  from serving import metrics as metrics_lib
+
+  def snapshot(requests_total, version):
+    return [{'name': 'serving_requests', 'documentation': 'd', 'type': 'counter',
+             'samples': [['serving_requests_total', {'route': 'predict'}, requests_total],
+                         ['serving_requests_created', {'route': 'predict'}, 100.0 + version]]},
+            {'name': 'serving_model_version', 'documentation': 'd', 'type': 'gauge',
+             'samples': [['serving_model_version', {'model': NAME}, version]]}]
+
+  # Two live processes mid-swap, and one that died while serving version 3.
+  merged = {m.name: m for m in metrics_lib.merge([(True, snapshot(5, 2)), (True, snapshot(7, 1)),
+                                                 (False, snapshot(11, 3))])}
+  samples = {s.name: s.value for m in merged.values() for s in m.samples}
+  assert samples == {'serving_requests_total': 23, 'serving_requests_created': 101.0, 'serving_model_version': 1}
+
+
+def test_two_request_logs_on_one_file_write_whole_rows_and_one_header(tmp_path, tiny_transform):
+  from serving import request_log
+  path = str(tmp_path / 'shared.csv')
+  request_log.create(path)
+  logs = [request_log.RequestLog(path) for _ in range(2)]
+  inputs = {f.USER_ID: np.array([b'u' * 300] * 50, dtype=object), f.MOVIE_ID: np.array([b'7'] * 50, dtype=object)}
+  for _ in range(200):
+    for log in logs:
+      log.log(1, names.SERVING_DEFAULT, inputs, np.full((50, 1), 3.5, np.float32))
+  for log in logs:
+    log.close()
+  with open(path) as fh:
+    lines = fh.read().splitlines()
+  assert lines[0].split(',') == list(request_log.COLUMNS) and lines.count(lines[0]) == 1
+  rows = list(csv.DictReader(lines))
+  assert len(rows) == 2 * 200 * 50
+  assert all(r[f.USER_ID] == 'u' * 300 and r[f.MOVIE_ID] == '7' and r['prediction'] == '3.5000' for r in rows)
+
+
+def test_string_columns_keep_nul_characters_and_refuse_lone_surrogates():
+  specs = {'s': codec.InputSpec('s', 'string', 1), 'l': codec.InputSpec('l', 'string', 2)}
+  rows = [{'s': 'a\x00b', 'l': ['x', '\x00']}, {'s': 'é', 'l': ['', 'y']}]
+  arrays, _ = codec.parse_predict({'instances': rows}, specs, codec.Limits())
+  assert arrays['s'].tolist() == [b'a\x00b', 'é'.encode()]
+  assert arrays['l'].tolist() == [[b'x', b'\x00'], [b'', b'y']]
+  with pytest.raises(codec.BadRequest, match='instance 1.*UTF-8'):
+    codec.parse_predict({'instances': [rows[0], {'s': '\ud800', 'l': ['', '']}]}, specs, codec.Limits())
+
+
+@pytest.mark.parametrize('array', [
+    np.array(b'x', object), np.array([b'a', 'é'.encode(), b'\xff'], object), np.zeros((2, 0), object),
+    np.array([[b'1', b'2', b'3'], [b'4', b'\x00', b'']], object), np.array([[[b'a'], [b'b']]], object),
+    np.array([[b'a\xe2', b'\x82\xac']], object)])
+def test_string_outputs_decode_as_each_value_alone_would(array):
+  def one_at_a_time(value):
+    return [one_at_a_time(v) for v in value] if isinstance(value, list) else value.decode('utf-8', 'replace')
+  assert codec.format_predict({'out': array}, False) == {'outputs': one_at_a_time(array.tolist())}

@@ -12,6 +12,8 @@ interval for every metric, slice and fairness spread, and the paired RMSE
 difference against the baseline that the gate can require to be not
 significantly worse. Each slice's point value computed from the predictions
 is checked against TFMA's, so the intervals are around the numbers shown.
+``explanations.py`` adds, for a few users of the split, the candidate's top
+recommendations and why (its own ``recommend`` and ``explain`` signatures).
 """
 import dataclasses
 import datetime
@@ -30,7 +32,7 @@ import tensorflow_model_analysis as tfma
 from tfx.utils import path_utils
 
 from components.common import splits
-from components.eval_report import charts, stats
+from components.eval_report import charts, explanations as explain_lib, stats
 from components.eval_report.stats import Interval
 from contract import names
 from pipeline import configs, eval_config as ec
@@ -403,6 +405,7 @@ class Report:
   paths: Dict[str, Optional[str]]
   eval_config: Dict[str, Any]
   regenerate: Optional[str]
+  explanations: Optional[explain_lib.Explanations] = None
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -511,17 +514,17 @@ def _slice_value(value) -> str:
 
 
 def predict(model_dirs: Dict[str, Optional[str]], examples_uri: str, split: str,
-            batch_size: int = 4096) -> Predictions:
+            batch_size: int = 4096, loaded: Optional[Dict[str, Any]] = None) -> Predictions:
   """Labels, each model's prediction and each slice feature's values, for every example of one split.
 
   Predictions come from each model's tf.Example signature (the one TFMA
   calls), Transform-made slice features from the candidate's
   ``transform_features`` signature (the one TFMA calls to slice), the others
-  from the examples themselves.
+  from the examples themselves. ``loaded`` holds models already loaded, by role.
   """
   start = time.perf_counter()
   files = splits.split_files(examples_uri, split)
-  loaded = {role: tf.saved_model.load(d) for role, d in model_dirs.items() if d}
+  loaded = {role: (loaded or {}).get(role) or tf.saved_model.load(d) for role, d in model_dirs.items() if d}
   serve = {role: m.signatures[ec.SERVING_SIGNATURE] for role, m in loaded.items()}
   transform = loaded['candidate'].signatures[ec.TRANSFORM_SIGNATURE]
   transformed_keys = [s.key for s in ec.SLICE_FEATURES if s.key in transform.structured_outputs]
@@ -965,7 +968,7 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
             examples_properties: Optional[Dict[str, Any]] = None,
             run_id: Optional[str] = None, regenerate_command: Optional[str] = None,
             require_not_worse: bool = True, min_slice_count: int = MIN_SLICE_COUNT,
-            quality_path: Optional[str] = QUALITY_RESULTS,
+            quality_path: Optional[str] = QUALITY_RESULTS, explained_users: int = explain_lib.USERS,
             recall_tolerance: float = configs.DEFAULT_RECALL_TOLERANCE) -> Report:
   """Everything the report shows.
 
@@ -988,13 +991,18 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
     min_slice_count: slices with fewer examples are greyed and left out of
       the worst slices and the fairness spreads.
     quality_path: ``make bench-quality``'s quality.json, for the seed spread.
+    explained_users: users of the split whose top recommendations the report
+      explains through the candidate's ``explain`` signature (0: none).
     recall_tolerance: the list gate's allowed Recall@100 drop against the
       latest blessed model (``list_gate``).
   """
   evaluation = Evaluation.load(evaluation_uri)
   candidate_dir = path_utils.serving_model_dir(model_uri) if model_uri else evaluation.model_dir('candidate')
+  candidate = tf.saved_model.load(candidate_dir)
   predictions = predict({'candidate': candidate_dir, 'baseline': evaluation.model_dir('baseline')},
-                        examples_uri, eval_split)
+                        examples_uri, eval_split, loaded={'candidate': candidate})
+  explained = (explain_lib.explain_users(candidate, examples_uri, eval_split, candidate_dir, explained_users)
+               if explained_users else None)
   started = time.perf_counter()
   boot = _Bootstrap(predictions)
   boot.add(OVERALL, None)
@@ -1046,6 +1054,7 @@ def collect(evaluation_uri: str, examples_uri: str, eval_split: str = 'test', bl
       paths={'evaluation': evaluation_uri, 'blessing': blessing_uri, 'examples': examples_uri},
       eval_config=json_format.MessageToDict(evaluation.eval_config),
       regenerate=regenerate_command,
+      explanations=explained,
   )
 
 
@@ -1097,6 +1106,11 @@ def _context(report: Report) -> Dict[str, Any]:
 def to_html(report: Report) -> str:
   """The self-contained page: inline CSS and SVG, no script, no network."""
   return _TEMPLATES.get_template('report.html.j2').render(charts=_charts(report), **_context(report))
+
+
+def explanations_html(found: explain_lib.Explanations, split: str) -> str:
+  """The page's explanations section alone (report.html.j2 renders the same macro)."""
+  return str(_TEMPLATES.get_template('_explanations.html.j2').module.explained(found, split))
 
 
 def to_markdown(report: Report, html_path: Optional[str] = None) -> str:

@@ -71,7 +71,12 @@ async function rate(movie, rating) {
 }
 
 async function recommend() {
-  const answer = await call('POST', model(':recommend'), {user_id: state.userId, k: K});
+  if (!state.userId) return;
+  const body = {user_id: state.userId, k: K};
+  // The variety knob (the server's "diversity", recommend_diverse); 0 ranks by score, as without it.
+  const diversity = Number($('diversity').value);
+  if (!$('variety').hidden && diversity > 0) body.diversity = diversity;
+  const answer = await call('POST', model(':recommend'), body);
   const before = new Set(state.shown);
   const list = $('recommendations');
   list.replaceChildren();
@@ -114,7 +119,18 @@ async function start() {
   const ready = await call('GET', '/readyz');
   state.model = ready.model;
   $('model').textContent = `model ${ready.model}, version ${ready.version}`;
-  state.movies = (await call('GET', model('/catalog'))).movies;
+  const catalog = await call('GET', model('/catalog'));
+  state.movies = catalog.movies;
+  // The knob's range is the server's (contract/names.py DIVERSITY_RANGE), in ten steps.
+  const [low, high] = catalog.diversity_range;
+  Object.assign($('diversity'), {min: low, max: high, step: (high - low) / 10, value: low});
+  const signatures = (await call('GET', model('/metadata'))).metadata.signature_def.signature_def;
+  // Models pushed before recommend_diverse existed get no knob.
+  $('variety').hidden = !('recommend_diverse' in signatures);
+  $('diversity').addEventListener('change', () => {
+    $('diversity-value').textContent = $('diversity').value;
+    recommend();
+  });
   $('search').addEventListener('input', renderResults);
   // New users get an id far above MovieLens' 943, so they start with no history.
   $('new-user').onclick = () => setUser(String(100000 + Math.floor(Math.random() * 900000)));

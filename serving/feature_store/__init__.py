@@ -5,7 +5,8 @@ the served models (the default; no service), and Redis, shared by several
 replicas. ``open_store`` picks one from a URL. The functions the server calls:
 
 - ``apply_events(store, user_id, body)``: ``POST /v1/users/{id}/ratings``;
-- ``resolve_recommend`` and ``resolve_predict``: by-id requests;
+- ``resolve_recommend`` and ``resolve_predict``: by-id requests, on the
+  server's event loop (docs/feature_store.md says why not on a thread);
 - ``bootstrap.bootstrap``: seeds it from MovieLens 100K
   (``python -m serving.feature_store bootstrap``, ``make feature-store``).
 

@@ -85,6 +85,8 @@ def resolve_instances(store: FeatureStore, instances: List[Any],
   """
   user_keys = [canonical_id(x.get(f.USER_ID)) if isinstance(x, dict) else None for x in instances]
   movie_keys = [canonical_id(x.get(f.MOVIE_ID)) if isinstance(x, dict) else None for x in instances]
+  if not any(user_keys) and not any(movie_keys):
+    return list(instances)
   users, movies = store.read([u for u in user_keys if u], [m for m in movie_keys if m])
   return [_fill(x, accepted, users.get(u), m, movies.get(m)) if (u or m) else x
           for x, u, m in zip(instances, user_keys, movie_keys)]
@@ -108,3 +110,4 @@ def resolve_predict(store: FeatureStore, body: Dict[str, Any],
   if not isinstance(body, dict) or not isinstance(body.get('instances'), list):
     return body
   return {**body, 'instances': resolve_instances(store, body['instances'], accepted)}
+
