@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from google.protobuf import json_format
 import jinja2
@@ -641,29 +641,29 @@ def list_gate(retrieval: Optional[Dict[str, Any]], intervals: Optional[Retrieval
       metric, retrieval['model'].get(metric), None, retrieval['popularity'].get(metric), None, None,
       (retrieval.get('baseline') or {}).get(metric))
   cases = retrieval.get('cases')
-  popularity.applied, popularity.cases = True, cases
-  popularity.candidate, popularity.baseline = row.model, row.popularity
-  popularity.interval = row.difference_interval
-  if row.model is None or row.popularity is None:
-    popularity.passed = False
-  else:
-    popularity.value = row.model - row.popularity
-    popularity.passed = (popularity.interval.above_zero if popularity.interval is not None
-                         else popularity.value > 0.0)
+  _compare(popularity, cases, row.model, row.popularity, row.difference_interval,
+           lambda difference: (row.difference_interval.above_zero if row.difference_interval is not None
+                               else difference > 0.0))
   if not retrieval.get('baseline_evaluated'):
     no_baseline = 'there is no baseline (no other model was blessed before)'
     baseline.note = (retrieval.get('baseline_reason', 'the latest blessed model was not scored')
                      if 'baseline_evaluated' in retrieval else no_baseline)
     return [popularity, baseline]
-  baseline.applied, baseline.cases = True, cases
-  baseline.candidate, baseline.baseline = row.model, row.baseline
-  baseline.interval = row.baseline_difference_interval
-  if row.model is None or row.baseline is None:
-    baseline.passed = False
-  else:
-    baseline.value = row.model - row.baseline
-    baseline.passed = baseline.value >= -recall_tolerance
+  _compare(baseline, cases, row.model, row.baseline, row.baseline_difference_interval,
+           lambda difference: difference >= -recall_tolerance)
   return [popularity, baseline]
+
+
+def _compare(check: GateCheck, cases: Optional[int], candidate: Optional[float], other: Optional[float],
+             interval: Optional[Interval], passes: Callable[[float], bool]):
+  """Applies one list check: candidate against ``other`` on the same users; a missing figure fails it."""
+  check.applied, check.cases = True, cases
+  check.candidate, check.baseline, check.interval = candidate, other, interval
+  if candidate is None or other is None:
+    check.passed = False
+  else:
+    check.value = candidate - other
+    check.passed = passes(check.value)
 
 
 def final_blessing(evaluator_blessed: Optional[bool], comparison: Optional[Comparison],
