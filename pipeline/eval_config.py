@@ -4,7 +4,9 @@ One TFMA ``EvalConfig`` for the pipeline's Evaluator, and the names the
 evaluation report (``components/eval_report/``) gives its slices.
 
 - **Metrics**: RMSE, MAE and MSE; mean label, mean prediction and their
-  ratio (``calibration``); the example count. No TFMA calibration plot: with
+  ratio (``calibration``); the example count. All but the count share one
+  pass over the examples (``pipeline/rating_metrics.py``), under the names
+  TFMA gives its own. No TFMA calibration plot: with
   every slice it doubled the Evaluator's time, so the report draws the
   prediction histogram and calibration from the candidate's predictions and
   checks their mean against TFMA's.
@@ -24,7 +26,9 @@ from typing import Dict, Optional, Tuple
 
 import tensorflow_model_analysis as tfma
 
+from pipeline import rating_metrics
 from pipeline.configs import PipelineConfig
+from pipeline.rating_metrics import CALIBRATION, MAE, MEAN_LABEL, MEAN_PREDICTION, MSE, RMSE  # noqa: F401
 from contract import names
 from transforms import features as f
 
@@ -46,12 +50,6 @@ POPULARITY_KEY = f.transformed_name(f.MOVIE_POPULARITY)
 
 # Metric names as TFMA writes them.
 EXAMPLE_COUNT = 'example_count'
-RMSE = 'root_mean_squared_error'
-MAE = 'mean_absolute_error'
-MSE = 'mean_squared_error'
-MEAN_LABEL = 'mean_label'
-MEAN_PREDICTION = 'mean_prediction'
-CALIBRATION = 'calibration'
 
 
 def _age_bucket_names() -> Dict[int, str]:
@@ -146,12 +144,7 @@ def make_eval_config(config: PipelineConfig) -> tfma.EvalConfig:
           preprocessing_function_names=[TRANSFORM_SIGNATURE],
           label_key=f.LABEL_KEY, prediction_key=names.PREDICTION_KEY)],
       slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[s.key]) for s in SLICE_FEATURES],
-      metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name='ExampleCount'),
-          tfma.MetricConfig(class_name='RootMeanSquaredError', per_slice_thresholds=[gate]),
-          tfma.MetricConfig(class_name='MeanAbsoluteError'),
-          tfma.MetricConfig(class_name='MeanSquaredError'),
-          tfma.MetricConfig(class_name='MeanLabel'),
-          tfma.MetricConfig(class_name='MeanPrediction'),
-          tfma.MetricConfig(class_name='Calibration'),
-      ])])
+      metrics_specs=[tfma.MetricsSpec(metrics=[tfma.MetricConfig(class_name='ExampleCount')] + [
+          tfma.MetricConfig(class_name=cls.__name__, module=rating_metrics.__name__,
+                            per_slice_thresholds=[gate] if name == RMSE else [])
+          for name, cls in rating_metrics.CLASSES.items()])])

@@ -33,9 +33,9 @@ def test_the_gate_is_on_the_overall_slice_only():
 
 def test_metrics_and_slices_are_the_ones_reviewers_asked_for():
   config = _config()
-  classes = [m.class_name for m in config.metrics_specs[0].metrics]
-  assert set(classes) >= {'RootMeanSquaredError', 'MeanAbsoluteError', 'MeanSquaredError', 'MeanLabel',
-                          'MeanPrediction', 'Calibration', 'ExampleCount'}
+  metrics = [tfma.metrics.metric_specs.metric_instance(m) for m in config.metrics_specs[0].metrics]
+  assert {m.name for m in metrics} == {ec.RMSE, ec.MAE, ec.MSE, ec.MEAN_LABEL, ec.MEAN_PREDICTION, ec.CALIBRATION,
+                                       ec.EXAMPLE_COUNT}
   keys = [tuple(s.feature_keys) for s in config.slicing_specs]
   assert keys[0] == ()  # overall first
   assert sorted(k for (k,) in keys[1:]) == sorted([

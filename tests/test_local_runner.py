@@ -240,3 +240,15 @@ def test_tests_find_movielens_as_make_run_does(tmp_path, monkeypatch):
   assert calls == [('', str(tmp_path / 'cache'))]
   with pytest.raises(pytest.fail.Exception, match='has no u.data'):
     resolve_ml100k({'MOVIELENS_DATA_DIR': str(tmp_path / 'absent')}, shared, tmp_path / 'cache', fake)
+
+
+def test_the_runner_reads_its_arguments_before_tensorflow_loads():
+  # TensorFlow's C++ log level must be set before TensorFlow is imported, or
+  # the GPU plugins' registration errors reach the terminal on every run.
+  import subprocess
+  import sys
+  code = ('import sys; from pipeline import local_runner; local_runner.parse_args(["--tune-trials", "0"]); '
+          'print("tensorflow" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                       cwd=local_runner.REPO_ROOT)
+  assert out.stdout.strip() == 'False', out.stderr[-2000:]

@@ -3,15 +3,19 @@
 ``HParams.model`` names an entry. What the rest of the code asks of a model
 (does it rate, does it retrieve, does it read the kNN tables) is answered
 here, never by probing the model object.
+
+Importing this module does not import TensorFlow (the builders do, when
+called): the local runner reads the model names before it sets TensorFlow's
+log level.
 """
 import dataclasses
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional
 
-import numpy as np
-import tensorflow as tf
-
-from trainer import models, multitask, retrieval, similarity
 from transforms import features as f
+
+if TYPE_CHECKING:  # the builders import the models, and TensorFlow, when called
+  import numpy as np
+  import tensorflow as tf
 
 # vocab(name) -> the size of Transform vocabulary ``name``, OOV buckets included.
 VocabSize = Callable[[str], int]
@@ -35,7 +39,7 @@ class Entry:
       no train movie. It must read the history lists.
   """
   name: str
-  build: Callable[[Any, VocabSize, Optional[Dict[str, np.ndarray]]], tf.keras.Model]
+  build: Callable[[Any, VocabSize, Optional[Dict[str, 'np.ndarray']]], 'tf.keras.Model']
   defaults: Mapping[str, Any]
   rates: bool
   retrieves: bool
@@ -43,13 +47,15 @@ class Entry:
   item_item: bool = False
 
 
-def _ranking(params, vocab: VocabSize, neighbours) -> tf.keras.Model:
+def _ranking(params, vocab: VocabSize, neighbours) -> 'tf.keras.Model':
+  from trainer import models
   return models.RankingModel(
       user_vocab_size=vocab(f.USER_VOCAB), movie_vocab_size=vocab(f.MOVIE_VOCAB),
       embedding_dim=params.embedding_dim, layer_sizes=params.layer_sizes, l2=params.l2)
 
 
-def _history_ranking(params, vocab: VocabSize, neighbours) -> models.HistoryRankingModel:
+def _history_ranking(params, vocab: VocabSize, neighbours) -> 'tf.keras.Model':
+  from trainer import models, similarity
   return models.HistoryRankingModel(
       movie_vocab_size=vocab(f.MOVIE_VOCAB), title_vocab_size=vocab(f.TITLE_VOCAB),
       gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
@@ -60,7 +66,8 @@ def _history_ranking(params, vocab: VocabSize, neighbours) -> models.HistoryRank
           neighbours, shrinkage=params.neighbour_shrinkage, name='movie_similarity'))
 
 
-def _multitask(params, vocab: VocabSize, neighbours) -> tf.keras.Model:
+def _multitask(params, vocab: VocabSize, neighbours) -> 'tf.keras.Model':
+  from trainer import multitask
   return multitask.MultitaskModel(
       _history_ranking(params, vocab, neighbours), movie_vocab_size=vocab(f.MOVIE_VOCAB),
       gender_vocab_size=vocab(f.GENDER_VOCAB), occupation_vocab_size=vocab(f.OCCUPATION_VOCAB),
@@ -68,7 +75,8 @@ def _multitask(params, vocab: VocabSize, neighbours) -> tf.keras.Model:
       retrieval_weight=params.retrieval_weight)
 
 
-def _retrieval(params, vocab: VocabSize, neighbours) -> tf.keras.Model:
+def _retrieval(params, vocab: VocabSize, neighbours) -> 'tf.keras.Model':
+  from trainer import retrieval
   return retrieval.RetrievalModel(
       movie_vocab_size=vocab(f.MOVIE_VOCAB), gender_vocab_size=vocab(f.GENDER_VOCAB),
       occupation_vocab_size=vocab(f.OCCUPATION_VOCAB), embedding_dim=params.embedding_dim,
