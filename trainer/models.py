@@ -4,7 +4,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from trainer import distribution
+from trainer import base, distribution
 from trainer.retrieval import HistoryEncoder
 from transforms import features as f
 
@@ -19,7 +19,7 @@ NEIGHBOUR_DAMPING = 0.5
 LOG_COUNT_SCALE = 4.0
 
 
-class RankingModel(tfrs.Model):
+class RankingModel(base.Model):
   """The seed's ranking model: user and movie embeddings feeding an MLP.
 
   It reads the Transform outputs ``user_id_xf`` and ``movie_id_xf`` (int ids,
@@ -68,7 +68,7 @@ def _masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
   return tf.reduce_sum(values * weights, 1) / tf.maximum(tf.reduce_sum(weights, 1), 1.0)
 
 
-class HistoryRankingModel(tfrs.Model):
+class HistoryRankingModel(base.Model):
   """Ranking from side features and point-in-time history, with DCN-v2 crosses.
 
   A rating is predicted as ``global + item_bias + user_bias + w * neighbour + f(x)``:

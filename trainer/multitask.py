@@ -2,14 +2,14 @@
 from typing import Dict
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
+from trainer import base
 from trainer.models import HistoryRankingModel
 from trainer.retrieval import RetrievalModel
 from transforms import features as f
 
 
-class MultitaskModel(tfrs.Model):
+class MultitaskModel(base.Model):
   """A ``HistoryRankingModel`` and a ``RetrievalModel`` trained as one.
 
   The retrieval tower embeds a user's history with the ranking model's movie

@@ -29,6 +29,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from contract import names
+from trainer import base
 from transforms import features as f
 
 _xf = f.transformed_name
@@ -227,7 +228,7 @@ class CatalogueTopK(tfrs.layers.factorized_top_k.TopK):
     return True
 
 
-class RetrievalModel(tfrs.Model):
+class RetrievalModel(base.Model):
   """Two-tower retrieval trained with a softmax over the whole catalogue.
 
   Each training row (a rating) is a positive (user, movie) pair; every other
