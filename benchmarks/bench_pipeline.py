@@ -119,6 +119,7 @@ def main(argv=None):
       'trainer_change_rerun_s': trainer_change['wall_s'],
       'components': first['components'],
       'components_no_tuner': no_tuner['components'],
+      'components_trainer_change': trainer_change['components'],
       'states': {name: r['states'] for name, r in runs.items()
                  if name in ('rerun_after_blessing', 'cached_rerun_1', 'trainer_change')},
       'peak_rss_mb': max(r['peak_rss_mb'] for r in runs.values()),
@@ -137,7 +138,8 @@ def main(argv=None):
 
 
 def _table(r):
-  rows = [f'| {name} | {seconds:.1f} | {r["components_no_tuner"].get(name, 0.0):.1f} |'
+  rows = [f'| {name} | {seconds:.1f} | {r["components_no_tuner"].get(name, 0.0):.1f} | '
+          f'{r["components_trainer_change"].get(name, 0.0):.1f} |'
           for name, seconds in sorted(r['components'].items(), key=lambda kv: -kv[1])]
   runs = [f'| {name} | {v["wall_s"]} | {v["peak_rss_mb"]} | {" / ".join(str(x) for x in v["load_avg"]["before"])} |'
           for name, v in r['runs'].items()]
@@ -151,8 +153,8 @@ def _table(r):
       f'(MAE {r["test_mae"]}); untuned over seeds {", ".join(r["test_rmse_no_tuner_by_seed"])}: '
       f'**{r["test_rmse_no_tuner_mean"]} ± {r["test_rmse_no_tuner_std"]}**.',
       '',
-      '| component | seconds, whole shape | seconds, no Tuner |',
-      '| --- | ---: | ---: |',
+      '| component | seconds, whole shape | seconds, no Tuner | seconds, Trainer module change |',
+      '| --- | ---: | ---: | ---: |',
       *rows,
       '',
       '| run | wall s | peak RSS MB | load average before (1/5/15 min) |',

@@ -34,13 +34,18 @@ _NOTES = re.compile(r'^(MovieLensExampleGen (reads|read )|Downloading|This model
 # - TensorFlow deprecating APIs that TFX and tfx_bsl call ('From <file>: ...');
 # - TF-Keras on saving the TFRS models, which have no get_config: they are
 #   served and evaluated through their signatures, never rebuilt by Keras
-#   (tests/test_signatures.py loads them back).
+#   (tests/test_signatures.py loads them back);
+# - TFX's data accessor on Transform's transformed examples, which TFX's
+#   Transform writes without a payload_format: they are tf.Examples, the
+#   format it falls back to.
 _NOISE = re.compile(r'^(ArtifactQuery\.property_predicate is not supported|Tables initialized inside a tf\.function'
                     r"|Couldn't find python-snappy|`custom_executor_spec` is deprecated"
                     r"|Analyzer \(.*\) node's cache key varies on repeated tracing"
                     r'|From \S+: .* is deprecated and will be removed'
                     r"|Model's `__init__\(\)` arguments contain non-serializable objects"
-                    r'|Skipping full serialization of TF-Keras layer .*, because it is not built)', re.DOTALL)
+                    r'|Skipping full serialization of TF-Keras layer .*, because it is not built'
+                    r'|Examples artifact does not have payload_format custom property\. Falling back to '
+                    r'FORMAT_TF_EXAMPLE)', re.DOTALL)
 # Non-TTY output gets an epoch or trial line at most this often.
 _THROTTLE_S = 10.0
 

@@ -107,6 +107,8 @@ def test_progress_keeps_warnings_that_matter_and_drops_known_noise():
   assert not reporter.filter(_record('From /x/tf_example_record.py:343: parse_example_dataset (from tensorflow) is '
                                      'deprecated and will be removed in a future version.\nInstructions for '
                                      'updating:\nUse `tf.data`', py_logging.WARNING))
+  assert not reporter.filter(_record('Examples artifact does not have payload_format custom property. Falling back '
+                                     'to FORMAT_TF_EXAMPLE', py_logging.WARNING))
   assert not reporter.filter(_record('Using /out/Trainer/model/7/Format-Serving as candidate model.'))
   assert progress.Progress(io.StringIO(), verbose=True).filter(_record('Using /out/Trainer/model/7 as candidate.'))
 
