@@ -103,8 +103,8 @@ FORMULAS: Dict[str, Callable[[np.ndarray], float]] = {
 
 
 def _computations(formula: str, name: str, eval_config: Optional[config_pb2.EvalConfig] = None,
-                  model_name: str = '', output_name: str = '', example_weighted: bool = False,
-                  sub_key=None) -> metric_types.MetricComputations:
+                  model_name: str = '', output_name: str = '',
+                  example_weighted: bool = False) -> metric_types.MetricComputations:
   """The shared sums (TFMA keeps one copy: same name, combiner and key) and the metric derived from them."""
   sums_key = metric_types.MetricKey(name=_SUMS_NAME, model_name=model_name, output_name=output_name,
                                     example_weighted=example_weighted)
