@@ -241,7 +241,9 @@ class HistoryRankingModel(base.Model):
     # An item-kNN read-out: the history's residuals, attended by embedding similarity to the candidate.
     similarity = tf.reduce_sum(user['embeddings'] * movie[:, None, :], -1) / tf.sqrt(
         tf.cast(tf.shape(movie)[-1], tf.float32))
-    attention = tf.nn.softmax(tf.where(user['mask'], similarity, -1e9), axis=1) * tf.cast(user['mask'], tf.float32)
+    # A static rank for Grappler, which otherwise logs a PredictCost error for the softmax.
+    logits = tf.ensure_shape(tf.where(user['mask'], similarity, -1e9), [None, None])
+    attention = tf.nn.softmax(logits, axis=1) * tf.cast(user['mask'], tf.float32)
     centred = (user['residuals'] - user['user_bias'][:, None]) * tf.cast(user['mask'], tf.float32)
     neighbour, neighbour_mass = self._neighbours(features, user['mask'], centred, training)
     title, title_mask = self._lookup(self.title_embedding, features[xf(f.TITLE_TOKENS)])
