@@ -90,11 +90,11 @@ def _ratio(numerator: float, denominator: float) -> float:
   return numerator / denominator if denominator else float('nan')
 
 
-# Each metric from the slice's sums.
+# Each metric from the slice's sums, in the order the Evaluator lists them.
 FORMULAS: Dict[str, Callable[[np.ndarray], float]] = {
-    MSE: lambda s: _ratio(s[SQUARED_ERROR], s[WEIGHT]),
-    RMSE: lambda s: math.sqrt(_ratio(s[SQUARED_ERROR], s[WEIGHT])) if s[WEIGHT] else float('nan'),
+    RMSE: lambda s: math.sqrt(_ratio(s[SQUARED_ERROR], s[WEIGHT])),
     MAE: lambda s: _ratio(s[ABS_ERROR], s[WEIGHT]),
+    MSE: lambda s: _ratio(s[SQUARED_ERROR], s[WEIGHT]),
     MEAN_LABEL: lambda s: _ratio(s[LABEL], s[WEIGHT]),
     MEAN_PREDICTION: lambda s: _ratio(s[PREDICTION], s[WEIGHT]),
     # TFMA's calibration: total weighted prediction over total weighted label.
@@ -134,32 +134,17 @@ class _RatingMetric(metric_types.Metric):
     super().__init__(metric_util.merge_per_key_computations(create), name=name or formula)
 
 
-# Class names differ from TFMA's (whose registered classes a MetricConfig
-# would pick first); metric names are the same.
-class RatingRootMeanSquaredError(_RatingMetric):
-  FORMULA = RMSE
+def _class_name(metric: str) -> str:
+  """'root_mean_squared_error' -> 'RatingRootMeanSquaredError'.
+
+  Not TFMA's class names: a MetricConfig picks TFMA's registered classes first.
+  """
+  return 'Rating' + ''.join(word.capitalize() for word in metric.split('_'))
 
 
-class RatingMeanSquaredError(_RatingMetric):
-  FORMULA = MSE
-
-
-class RatingMeanAbsoluteError(_RatingMetric):
-  FORMULA = MAE
-
-
-class RatingMeanLabel(_RatingMetric):
-  FORMULA = MEAN_LABEL
-
-
-class RatingMeanPrediction(_RatingMetric):
-  FORMULA = MEAN_PREDICTION
-
-
-class RatingCalibration(_RatingMetric):
-  FORMULA = CALIBRATION
-
-
-# The metric name to its class, in the order the Evaluator lists them.
-CLASSES = {c.FORMULA: c for c in (RatingRootMeanSquaredError, RatingMeanAbsoluteError, RatingMeanSquaredError,
-                                  RatingMeanLabel, RatingMeanPrediction, RatingCalibration)}
+# The metric name to its class. TFMA imports a class by name from this
+# module (MetricConfig's ``module`` and ``class_name``), so each is a module
+# attribute too.
+CLASSES = {name: type(_class_name(name), (_RatingMetric,), {'FORMULA': name, '__module__': __name__})
+           for name in FORMULAS}
+globals().update({cls.__name__: cls for cls in CLASSES.values()})

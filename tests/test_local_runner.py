@@ -2,6 +2,8 @@
 import io
 import json
 import logging as py_logging
+import subprocess
+import sys
 
 import pytest
 
@@ -247,8 +249,6 @@ def test_tests_find_movielens_as_make_run_does(tmp_path, monkeypatch):
 def test_the_runner_reads_its_arguments_before_tensorflow_loads():
   # TensorFlow's C++ log level must be set before TensorFlow is imported, or
   # the GPU plugins' registration errors reach the terminal on every run.
-  import subprocess
-  import sys
   code = ('import sys; from pipeline import local_runner; local_runner.parse_args(["--tune-trials", "0"]); '
           'print("tensorflow" in sys.modules)')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
