@@ -30,7 +30,7 @@ the feature table says it becomes. A value outside a feature's range fails
 the call with a message that states the range, in every signature but
 ``transform_features`` (the Evaluator's, on data ExampleGen already checked).
 """
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -270,7 +270,7 @@ def _distinct_rows(catalog: Dict[str, np.ndarray], columns: Sequence[str],
   return {c: catalog[c][rows] for c in columns}, np.array([position[key] for key in keys], dtype=np.int64)
 
 
-def _seen(index: tf.lookup.StaticHashTable, history: tf.Tensor, row_of_id: np.ndarray) -> tf.Tensor:
+def _seen(index: tf.lookup.StaticHashTable, history: tf.Tensor, row_of_id: Optional[np.ndarray]) -> tf.Tensor:
   """bool [B, catalog rows]: which catalog movies are in each request's history ([B, T] ids).
 
   One hash lookup per history entry and a scatter, so the cost grows with
@@ -284,7 +284,8 @@ def _seen(index: tf.lookup.StaticHashTable, history: tf.Tensor, row_of_id: np.nd
   rows = tf.broadcast_to(tf.range(shape[0])[:, None], shape)
   cells = tf.stack([tf.boolean_mask(rows, known), tf.boolean_mask(positions, known)], axis=1)
   marked = tf.scatter_nd(cells, tf.ones_like(cells[:, 0], tf.int32), tf.stack([shape[0], index.size()]))
-  return tf.gather(marked > 0, tf.constant(row_of_id, tf.int64), axis=1)
+  seen = marked > 0
+  return seen if row_of_id is None else tf.gather(seen, tf.constant(row_of_id, tf.int64), axis=1)
 
 
 def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformOutput, raw_features: Sequence[str],
@@ -317,8 +318,11 @@ def _make_recommend(model: tf.keras.Model, tf_transform_output: tft.TFTransformO
     movie_key = f.transformed_name(f.MOVIE_ID)
     candidate_vectors = model.candidate_embeddings({movie_key: tf.constant(candidate_features[movie_key])}).numpy()
   pair_catalog, pair_index = _distinct_rows(candidates_np, plan.pair_candidate_inputs, n_movies)
-  # Movie id -> index among the distinct ids; catalog row -> its id's index.
+  # Movie id -> index among the distinct ids; catalog row -> its id's index
+  # (None when the ids are distinct: then an id's index is its catalog row).
   distinct_ids, row_of_id = np.unique(catalog_np[f.MOVIE_ID].astype(bytes), return_inverse=True)
+  if len(distinct_ids) == n_movies:
+    distinct_ids, row_of_id = catalog_np[f.MOVIE_ID].astype(bytes), None
   model.recommend_movie_index = tf.lookup.StaticHashTable(
       tf.lookup.KeyValueTensorInitializer(tf.constant(distinct_ids, tf.string),
                                           tf.range(len(distinct_ids), dtype=tf.int64)), default_value=-1)
