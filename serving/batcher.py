@@ -2,11 +2,12 @@
 
 A call on one row costs nearly what a call on a few dozen rows costs (the
 work per call is graph dispatch and the Transform graph's fixed part), so
-under load the server runs fewer, larger calls. There is no batching
-timeout: when a worker is free, it takes everything queued (up to the
-signature's row limit), so a lone request runs at once and a queue forms
-only while the workers are busy (TF Serving calls this "natural" batching;
-its batcher waits instead).
+under load the server runs fewer, larger calls. When a worker is free it
+waits ``wait_s`` (a couple of milliseconds; 0 runs at once) for more
+requests, then takes everything queued up to the signature's row limit; a
+batch that reaches the limit runs without waiting. While the workers are
+busy a queue forms anyway, and a worker that finishes takes it at once
+(TF Serving's batcher waits the same way, with ``batch_timeout_micros``).
 
 Requests are queued on the event loop; each batch crosses to a worker
 thread once and its answers come back in one ``call_soon_threadsafe``, so
@@ -41,15 +42,19 @@ def _pad(arrays: List[np.ndarray]) -> np.ndarray:
   """Stacks row blocks, padding list inputs at the end to the widest ("" or 0).
 
   The raw signatures read "" and 0 as padding, so a padded row means what
-  the unpadded one did.
+  the unpadded one did. List inputs are copied into one array filled with
+  the padding, rather than each block padded and then joined.
   """
-  if arrays[0].ndim == 2:
-    width = max(a.shape[1] for a in arrays)
-    fill = b'' if arrays[0].dtype == object else 0
-    arrays = [a if a.shape[1] == width else
-              np.concatenate([a, np.full((a.shape[0], width - a.shape[1]), fill, dtype=a.dtype)], axis=1)
-              for a in arrays]
-  return np.concatenate(arrays, axis=0)
+  if arrays[0].ndim != 2:
+    return np.concatenate(arrays, axis=0)
+  first = arrays[0]
+  out = np.full((sum(len(a) for a in arrays), max(a.shape[1] for a in arrays)),
+                b'' if first.dtype == object else 0, dtype=first.dtype)
+  offset = 0
+  for a in arrays:
+    out[offset:offset + len(a), :a.shape[1]] = a
+    offset += len(a)
+  return out
 
 
 def _merge(jobs: List[_Job]) -> Arrays:
@@ -87,12 +92,15 @@ class Batcher:
   def __init__(self, fn: Callable[..., Mapping[str, tf.Tensor]], max_rows: int = 256, workers: int = 1,
                trim: Optional[Callable[[Arrays, Arrays], Arrays]] = None,
                check: Optional[Callable[[Arrays], Optional[Exception]]] = None,
-               on_batch: Optional[Callable[[BatchStats], None]] = None):
+               on_batch: Optional[Callable[[BatchStats], None]] = None, wait_s: float = 0.0):
     self._fn, self._max_rows, self._workers, self._trim, self._on_batch = fn, max_rows, workers, trim, on_batch
     self._check = check
+    self._wait_s = wait_s
     self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='batcher')
     self._pending: List[_Job] = []
+    self._pending_rows = 0
     self._busy = 0
+    self._timer: Optional[asyncio.TimerHandle] = None
 
   def call(self, inputs: Arrays) -> Arrays:
     """One call of ``fn`` on numpy inputs, in the caller's thread (the warm-up's)."""
@@ -104,8 +112,13 @@ class Batcher:
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     self._pending.append(_Job(inputs, rows, future))
+    self._pending_rows += rows
     if self._busy < self._workers:
-      self._dispatch(loop)
+      if self._wait_s <= 0 or self._pending_rows >= self._max_rows:
+        self._dispatch(loop)
+      elif self._timer is None:
+        # A free worker waits wait_s for company rather than run one row.
+        self._timer = loop.call_later(self._wait_s, self._dispatch, loop)
     return future
 
   def close(self):
@@ -118,9 +131,13 @@ class Batcher:
       rows += self._pending[n].rows
       n += 1
     jobs, self._pending = self._pending[:n], self._pending[n:]
+    self._pending_rows -= rows
     return jobs
 
   def _dispatch(self, loop: asyncio.AbstractEventLoop):
+    if self._timer is not None:
+      self._timer.cancel()
+      self._timer = None
     while self._pending and self._busy < self._workers:
       jobs = [j for j in self._take() if not j.future.done()]  # a waiter that timed out is not run
       if jobs:

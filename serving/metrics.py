@@ -79,12 +79,13 @@ class Metrics:
     if not outputs:
       return
     if SCORES in outputs[0]:
-      values = [o[SCORES][o[MOVIE_IDS] != b''] for o in outputs]  # padding is no recommendation
+      scores = np.concatenate([o[SCORES].ravel() for o in outputs])
+      values = scores[np.concatenate([o[MOVIE_IDS].ravel() for o in outputs]) != b'']  # padding is no recommendation
     elif PREDICTION_KEY in outputs[0]:
-      values = [o[PREDICTION_KEY].ravel() for o in outputs]
+      values = np.concatenate([o[PREDICTION_KEY].ravel() for o in outputs])
     else:
       return
-    self.predictions.observe(np.concatenate(values).astype(np.float64), (model, signature))
+    self.predictions.observe(values.astype(np.float64), (model, signature))
 
   def exposition(self) -> bytes:
     return self.shared.exposition() if self.shared else generate_latest(self.registry)

@@ -614,6 +614,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--max-recommend-rows', type=int, default=defaults.max_recommend_rows,
                       help='users in one merged recommend call')
   parser.add_argument('--workers', type=int, default=defaults.workers, help='threads calling each signature')
+  parser.add_argument('--batch-wait-ms', type=float, default=defaults.batch_wait_s * 1000,
+                      help='how long a free batcher waits for more requests before it runs what is queued')
   parser.add_argument('--processes', type=int, default=0,
                       help=f'server processes on the port, each with the model (0: one a core, at most '
                            f'{AUTO_PROCESSES_MAX})')
@@ -629,7 +631,7 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
     parser.error(f'--processes must be 0 (one a core) or more, got {args.processes}.')
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
-                model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers),
+                model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers, args.batch_wait_ms / 1000),
                 args.request_log, args.request_log_sample, args.request_timeout_s,
                 feature_store=args.feature_store,
                 processes=args.processes or min(available_cores(), AUTO_PROCESSES_MAX))

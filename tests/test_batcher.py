@@ -1,0 +1,75 @@
+"""The batcher merges concurrent requests, pads their lists and gives each its own rows back."""
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving import batcher as batcher_lib
+
+
+@tf.function
+def _row_sums(ids, values):
+  """Per row: how many ids are not padding, and the sum of the values."""
+  return {'present': tf.reduce_sum(tf.cast(tf.not_equal(ids, b''), tf.int32), axis=1),
+          'total': tf.reduce_sum(values, axis=1)}
+
+
+def _request(width: int, value: float):
+  return {'ids': np.array([[b'm%d' % i for i in range(width)]], dtype=object),
+          'values': np.full((1, width), value, np.float32)}
+
+
+def _settled(batches, requests: int, timeout_s: float = 10.0):
+  """The batch stats once every request is counted: on_batch runs on the worker after the answers go out."""
+  deadline = time.monotonic() + timeout_s
+  while sum(b.requests for b in batches) < requests and time.monotonic() < deadline:
+    time.sleep(0.01)
+  return batches
+
+
+def _serve(batcher, requests):
+  async def run():
+    return await asyncio.gather(*[batcher.submit(r, 1) for r in requests])
+  try:
+    return asyncio.run(run())
+  finally:
+    batcher.close()
+
+
+@pytest.mark.parametrize('wait_s', [0.0, 0.002])
+def test_merged_requests_of_different_widths_each_get_their_own_answer(wait_s):
+  batches = []
+  batcher = batcher_lib.Batcher(_row_sums, max_rows=64, wait_s=wait_s,
+                                on_batch=lambda stats, outputs: batches.append(stats))
+  widths = [1, 5, 3, 7, 2, 6]
+  answers = _serve(batcher, [_request(w, float(i)) for i, w in enumerate(widths)])
+  assert [int(a['present'][0]) for a in answers] == widths  # padding is "" and 0: it counts for nothing
+  assert [float(a['total'][0]) for a in answers] == [w * float(i) for i, w in enumerate(widths)]
+  assert sum(b.requests for b in _settled(batches, len(widths))) == len(widths)
+  if wait_s:
+    # Submitted in one loop turn, all wait for the timer and run as one call.
+    assert [b.requests for b in batches] == [len(widths)]
+  else:
+    # The first runs alone at once; the rest queue behind it.
+    assert batches[0].requests == 1
+
+
+def test_a_full_batch_does_not_wait_and_the_limit_splits_batches():
+  batches = []
+  batcher = batcher_lib.Batcher(_row_sums, max_rows=3, wait_s=10.0,
+                                on_batch=lambda stats, outputs: batches.append(stats))
+  answers = _serve(batcher, [_request(2, 1.0) for _ in range(6)])
+  # A 10 s wait would time the test out: three rows reach the limit and run at once.
+  assert [float(a['total'][0]) for a in answers] == [2.0] * 6
+  assert [b.rows for b in _settled(batches, 6)] == [3, 3]
+
+
+def test_pad_fills_lists_to_the_widest_with_padding():
+  blocks = [np.array([[b'a']], dtype=object), np.array([[b'b', b'c', b'd']], dtype=object)]
+  assert batcher_lib._pad(blocks).tolist() == [[b'a', b'', b''], [b'b', b'c', b'd']]
+  numbers = [np.array([[1, 2]], np.int64), np.array([[3]], np.int64)]
+  merged = batcher_lib._pad(numbers)
+  assert merged.dtype == np.int64 and merged.tolist() == [[1, 2], [3, 0]]
+  assert batcher_lib._pad([np.array([1.0], np.float32), np.array([2.0, 3.0], np.float32)]).tolist() == [1, 2, 3]
