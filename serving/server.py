@@ -631,7 +631,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
     parser.error(f'--processes must be 0 (one a core) or more, got {args.processes}.')
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,
                 codec.Limits(args.max_instances, args.max_list),
-                model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers, args.batch_wait_ms / 1000),
+                model_store.Options(args.max_batch_rows, args.max_recommend_rows, args.workers,
+                                    args.batch_wait_ms / 1000),
                 args.request_log, args.request_log_sample, args.request_timeout_s,
                 feature_store=args.feature_store,
                 processes=args.processes or min(available_cores(), AUTO_PROCESSES_MAX))
