@@ -627,6 +627,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Config:
   parser.add_argument('--feature-store', default=None,
                       help='SQLite file or redis://host:port/db for by-id requests (make feature-store seeds it)')
   args = parser.parse_args(argv)
+  if args.batch_wait_ms < 0:
+    parser.error(f'--batch-wait-ms must be 0 (run at once) or more, got {args.batch_wait_ms:g}.')
   if args.processes < 0:
     parser.error(f'--processes must be 0 (one a core) or more, got {args.processes}.')
   return Config(args.model_base_path, args.model_name, args.host, args.port, args.poll_s, args.max_body_bytes,

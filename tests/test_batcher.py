@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import batcher as batcher_lib
+from serving import batcher as batcher_lib, server
 
 
 @tf.function
@@ -73,3 +73,10 @@ def test_pad_fills_lists_to_the_widest_with_padding():
   merged = batcher_lib._pad(numbers)
   assert merged.dtype == np.int64 and merged.tolist() == [[1, 2], [3, 0]]
   assert batcher_lib._pad([np.array([1.0], np.float32), np.array([2.0, 3.0], np.float32)]).tolist() == [1, 2, 3]
+
+
+def test_the_server_flag_sets_the_wait_and_refuses_a_negative_one(capsys):
+  assert server.parse_args(['--model-base-path', 'x', '--batch-wait-ms', '3']).options.batch_wait_s == 0.003
+  with pytest.raises(SystemExit):
+    server.parse_args(['--model-base-path', 'x', '--batch-wait-ms', '-1'])
+  assert '--batch-wait-ms must be 0 (run at once) or more, got -1.' in capsys.readouterr().err
