@@ -1,6 +1,8 @@
 # Two commands a newcomer needs: `make run` and `make test`. Both set up
 # whatever is missing first (a Python 3.10 venv with the pinned stack).
 PYTHON ?= python3.10
+# bash for pipefail: a failed pip install fails setup through the filter below.
+SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -19,11 +21,16 @@ export MOVIELENS_DATA_DIR := $(DATA_DIR)
 
 setup: $(STAMP)
 
+# pip warns once per package about index locations in a machine's pip.conf
+# that do not exist (hundreds of lines on the CI machines); the rest of what
+# pip says, errors and conflicts included, still shows.
+PIP_NOISE := is ignored: it is neither a file nor a directory
 $(STAMP): setup.py constraints.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade 'pip==24.3.1'
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
-	$(PY) -m pip install -q --no-deps recbole==1.2.1 scann==1.3.2
+	@echo 'Setting up $(VENV) with the pinned stack (once; a few minutes)...'
+	@set -o pipefail; { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
+	  { $(PY) -m pip install -q --upgrade 'pip==24.3.1' && \
+	    $(PY) -m pip install -q -c constraints.txt -e '.[dev]' && \
+	    $(PY) -m pip install -q --no-deps recbole==1.2.1 scann==1.3.2; } 2>&1 | sed '/$(PIP_NOISE)/d'
 	@touch $@
 
 run: $(STAMP)
