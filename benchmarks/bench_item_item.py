@@ -165,7 +165,7 @@ def main(argv=None):
   parser.add_argument('--mmr', action='store_true', help='the diversity trade-off on the shipped method')
   args = parser.parse_args(argv)
   examples_uri, _, _ = bench_quality._reference_run(args.output_root, '')
-  data = Data({s: protocol.read_split(examples_uri, s) for s in ('train', 'eval', 'test')})
+  data = Data({s: protocol.read_split(examples_uri, s, with_history=True) for s in ('train', 'eval', 'test')})
   shipped = dict(half_life=3.5, rating_weight=0.5)
   ease = item_item.ease_table(data.users, data.items, len(data.movies), l2=1000.0)
   methods = {'popularity': lambda: data.score(protocol.popularity_lists(data.everything, data.test_start, data.cases))}

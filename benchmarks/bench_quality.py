@@ -152,7 +152,7 @@ def main(argv=None):
   output_root = args.output_root or tempfile.mkdtemp(prefix='bench-quality-')
   examples_uri, transform_uri, transformed_uri = _reference_run(output_root, args.data_dir)
   tf_transform_output = tft.TFTransformOutput(transform_uri)
-  train, evaluation, test = (protocol.read_split(examples_uri, s) for s in ('train', 'eval', 'test'))
+  train, evaluation, test = (protocol.read_split(examples_uri, s, with_history=True) for s in ('train', 'eval', 'test'))
   everything = {k: train[k] + evaluation[k] + test[k] for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
   cases = protocol.retrieval_cases(everything, test)
   test_start = min(test[f.TIMESTAMP])

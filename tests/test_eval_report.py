@@ -32,7 +32,7 @@ from components.retrieval_evaluator.spec import RetrievalEvaluation
 from pipeline import configs, eval_config as ec
 from contract import names
 from trainer import explain, hparams as hp
-from trainer.signatures import make_serving_signatures
+from trainer.signatures import make_serving_signatures, save_model
 from trainer.task import build_model
 from transforms import features as f
 
@@ -78,7 +78,7 @@ def _export(output, transformed, path, epochs, seed):
   # As trainer/task.py::serving_signatures adds it to rating models: the report explains through it.
   signatures[names.EXPLAIN] = explain.make_explain_signature(explain.model_scorer(model),
                                                              f.raw_inputs(model.TRANSFORM_OUTPUTS))
-  tf.saved_model.save(model, serving, signatures=signatures)
+  save_model(model, serving, signatures)
   tf.io.gfile.makedirs(os.path.join(serving, 'assets.extra'))
   with open(os.path.join(serving, 'assets.extra', 'hparams.json'), 'w') as fh:
     json.dump({'model': 'ranking', 'epochs': epochs}, fh)

@@ -13,7 +13,7 @@ import tensorflow_transform as tft
 from components.eval_report import explanations, report
 from contract import names
 from trainer import explain, hparams as hp
-from trainer.signatures import make_serving_signatures
+from trainer.signatures import make_serving_signatures, save_model
 from trainer.task import build_model
 from transforms import features as f
 
@@ -173,8 +173,7 @@ def test_a_model_without_explain_gets_the_reason_not_an_error(tiny_transform, tm
   out_dir, _, _ = tiny_transform
   model = build_model(hp.resolve({'hparams': {'model': 'ranking', 'embedding_dim': 4, 'layer_sizes': '8'}}),
                       tft.TFTransformOutput(out_dir))
-  tf.saved_model.save(model, str(tmp_path / 'm'), signatures=make_serving_signatures(model,
-                                                                                     tft.TFTransformOutput(out_dir)))
+  save_model(model, str(tmp_path / 'm'), make_serving_signatures(model, tft.TFTransformOutput(out_dir)))
   found = explanations.explain_users(tf.saved_model.load(str(tmp_path / 'm')), uri, 'test', str(tmp_path / 'm'))
   assert found.users == [] and 'no explain signature' in found.reason and 'python -m trainer.explain' in found.reason
   assert 'No explanations: the candidate has no explain signature' in report.explanations_html(found, 'test')

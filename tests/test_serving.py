@@ -34,8 +34,7 @@ def export_tiny_model(tiny_transform, export_dir, model_name, seed=0):
   model = build_model(params, output)
   data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
   model.fit(tf.data.Dataset.from_tensor_slices(data).batch(64), epochs=1, verbose=0)
-  tf.saved_model.save(model, str(export_dir),
-                      signatures=serving_signatures(params, model, output))
+  sig.save_model(model, str(export_dir), serving_signatures(params, model, output))
   return str(export_dir)
 
 

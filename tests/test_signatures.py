@@ -26,8 +26,7 @@ def _export(tiny_transform, tmp_path, model_name):
     model.item_item = item_item_scorer(params.replace(item_item_l2=1.0), output,
                                        tf.data.Dataset.from_tensor_slices(data).batch(64))
   export_dir = str(tmp_path / model_name)
-  tf.saved_model.save(model, export_dir,
-                      signatures=serving_signatures(params, model, output))
+  signatures.save_model(model, export_dir, serving_signatures(params, model, output))
   return tf.saved_model.load(export_dir), output, model, registry.get(model_name)
 
 

@@ -7,7 +7,7 @@ import tensorflow_transform as tft
 from trainer import hparams as hp
 from trainer import similarity, task
 from contract import names
-from trainer.signatures import make_serving_signatures
+from trainer.signatures import make_serving_signatures, save_model
 from transforms import features as f
 
 from conftest import serialize_row
@@ -105,7 +105,7 @@ def test_history_model_fits_with_neighbours_and_serves_what_it_computes(tiny_tra
   assert np.abs(tables['dot'].numpy()).sum() > 0
   assert tables['co_raters'].shape[0] == output.vocabulary_size_by_name(f.MOVIE_VOCAB) + f.OOV_BUCKETS
   export_dir = str(tmp_path / 'model')
-  tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output))
+  save_model(model, export_dir, make_serving_signatures(model, output))
   served = tf.saved_model.load(export_dir).signatures['serving_tf_example'](
       examples=tf.constant([serialize_row(r) for r in rows]))[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(served, model(data).numpy(), rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ import tensorflow_transform as tft
 from trainer import hparams as hp
 from contract import names
 from trainer.models import RankingModel
-from trainer.signatures import make_serving_signatures
+from trainer.signatures import make_serving_signatures, save_model
 from trainer.task import build_model
 from transforms import features as f
 
@@ -72,8 +72,7 @@ def test_saved_model_round_trip_serves_raw_values_and_tf_examples(tiny_transform
   batch = {k: tf.constant([t[k] for t in transformed]) for k in (xf(f.USER_ID), xf(f.MOVIE_ID))}
   expected = model(batch).numpy()
   export_dir = str(tmp_path / 'model')
-  tf.saved_model.save(model, export_dir,
-                      signatures=make_serving_signatures(model, output))
+  save_model(model, export_dir, make_serving_signatures(model, output))
 
   loaded = tf.saved_model.load(export_dir)
   assert {'serving_default', 'serving_tf_example', 'transform_features'} <= set(loaded.signatures)
@@ -129,7 +128,7 @@ def test_history_model_gives_new_users_a_bias_from_their_history(tiny_transform,
   last = model.mlp.layers[-1]
   last.set_weights([np.zeros_like(w) for w in last.get_weights()])
   export_dir = str(tmp_path / 'history_model')
-  tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output))
+  save_model(model, export_dir, make_serving_signatures(model, output))
   serve = tf.saved_model.load(export_dir).signatures['serving_default']
   fan = serve(**_request(rows[:5], [5.0, 5.0, 5.0]))[names.PREDICTION_KEY].numpy()
   critic = serve(**_request(rows[:5], [1.0, 1.0, 1.0]))[names.PREDICTION_KEY].numpy()
@@ -147,7 +146,7 @@ def test_history_model_raw_and_tf_example_signatures_agree(tiny_transform, tmp_p
   history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(32), epochs=8, verbose=0)
   assert history.history['rmse'][-1] < history.history['rmse'][0]
   export_dir = str(tmp_path / 'history_model')
-  tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output))
+  save_model(model, export_dir, make_serving_signatures(model, output))
   loaded = tf.saved_model.load(export_dir)
   examples = tf.constant([serialize_row(r) for r in rows])
   from_examples = loaded.signatures['serving_tf_example'](examples=examples)[names.PREDICTION_KEY].numpy()
@@ -180,7 +179,7 @@ def test_multitask_model_shares_the_movie_table_trains_both_tasks_and_serves_rat
   rating_only = model.ranking.task(labels=data[f.LABEL_KEY], predictions=model(data)).numpy()
   assert model.compute_loss(data).numpy() > rating_only
   export_dir = str(tmp_path / 'multitask')
-  tf.saved_model.save(model, export_dir, signatures=make_serving_signatures(model, output))
+  save_model(model, export_dir, make_serving_signatures(model, output))
   loaded = tf.saved_model.load(export_dir)
   from_examples = loaded.signatures['serving_tf_example'](
       examples=tf.constant([serialize_row(r) for r in rows]))[names.PREDICTION_KEY].numpy()

@@ -120,7 +120,7 @@ def make_explain_signature(score: Scorer, raw_features: Sequence[str],
   n_coalitions = len(present)
   history = f.HISTORY_MOVIE_IDS in raw_features
 
-  @tf.function(input_signature=[signatures.signature_inputs(raw_features, table)])
+  @signatures.signature_function(input_signature=[signatures.signature_inputs(raw_features, table)])
   def explain(inputs):
     batch = tf.shape(inputs[raw_features[0]])[0]
     predictions = score(inputs)

@@ -24,7 +24,7 @@ from contract import names  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
 from trainer import distribution, explain, item_item, registry, similarity  # noqa: E402
-from trainer.signatures import make_serving_signatures  # noqa: E402
+from trainer.signatures import make_serving_signatures, save_model  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 HPARAMS_FILE = names.HPARAMS_FILE
@@ -225,7 +225,7 @@ def run_fn(fn_args: tfx.components.FnArgs):
   signatures = serving_signatures(params, model, tf_transform_output)
   # Every worker saves (a collective op); only the chief's copy is the model.
   model_dir = distribution.model_dir(fn_args.serving_model_dir)
-  tf.saved_model.save(model, model_dir, signatures=signatures)
+  save_model(model, model_dir, signatures)
   # Next to the SavedModel so a reader of the pushed model knows how it was made.
   extra_dir = os.path.join(model_dir, 'assets.extra')
   tf.io.gfile.makedirs(extra_dir)
