@@ -184,3 +184,25 @@ def test_multitask_model_shares_the_movie_table_trains_both_tasks_and_serves_rat
   from_examples = loaded.signatures['serving_tf_example'](
       examples=tf.constant([serialize_row(r) for r in rows]))[names.PREDICTION_KEY].numpy()
   np.testing.assert_allclose(from_examples, model(data).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_tuner_search_repeats_trial_for_trial(tiny_transform, tmp_path):
+  """The same search twice scores every trial the same: each trial's weights start from the seed."""
+  import keras_tuner
+  from trainer import task
+  out_dir, _, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  params = hp.resolve({'hparams': {'model': 'ranking', 'embedding_dim': 4, 'layer_sizes': '8'}})
+  data = tf.data.Dataset.from_tensor_slices({k: np.stack([t[k] for t in transformed]) for k in transformed[0]})
+  scores = []
+  for run in ('first', 'second'):
+    tf.random.uniform([7])  # a different global random state before each search
+    tuner = task._LoggedRandomSearch(
+        hypermodel=lambda hps: build_model(params.replace(learning_rate=hps.Choice('learning_rate', [0.05, 0.1])),
+                                           output),
+        objective=keras_tuner.Objective('val_rmse', 'min'), max_trials=2, seed=params.seed,
+        directory=str(tmp_path / run), project_name='p')
+    tuner.search(data.batch(64), validation_data=data.batch(64), epochs=1, verbose=0)
+    scores.append(sorted((t.hyperparameters.values['learning_rate'], t.score)
+                         for t in tuner.oracle.trials.values()))
+  assert len(scores[0]) == 2 and scores[0] == scores[1]

@@ -142,6 +142,13 @@ class _LoggedRandomSearch(keras_tuner.RandomSearch):
       super().results_summary(num_trials)
     logging.info('Tuner results:\n%s', text.getvalue())
 
+  def _build_and_fit_model(self, trial, *args, **kwargs):
+    # Each trial's weights start from the seed, as the Trainer's do: unseeded,
+    # the same values scored differently from run to run, enough to change
+    # which trial wins and so the tuned model.
+    tf.keras.utils.set_random_seed(self.oracle.seed)
+    return super()._build_and_fit_model(trial, *args, **kwargs)
+
   def on_trial_end(self, trial):
     super().on_trial_end(trial)
     score = 'n/a' if trial.score is None else f'{trial.score:.4f}'
