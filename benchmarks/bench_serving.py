@@ -17,7 +17,9 @@ file's asyncio generator on raw sockets. Then ``recommend_k10`` runs open
 loop at OPEN_LOOP_RPS: requests leave on a fixed schedule whatever the
 answers do, and each latency counts from when its request was due, so a
 stall shows up in the percentiles instead of slowing the sender
-(coordinated omission).
+(coordinated omission). The open loop runs OPEN_LOOP_REPEATS times: the
+run with the median p99 is reported (and judged), with every run's p99
+beside it, since one run's tail moves by a millisecond or more here.
 
 The floor is the SavedModel's own call, in this process with the server
 stopped, on one merged batch of the size the server ran (its mean rows per
@@ -59,6 +61,7 @@ SEED = 0
 POOL = 200  # distinct request bodies per scenario, sent round-robin
 TIMESTAMP = 893286638  # 1998-04-23, the last day of ML-100K
 OPEN_LOOP_RPS = 1000
+OPEN_LOOP_REPEATS = 3
 # The done-when of the serving issue (14).
 TARGETS = {'recommend_k10': {'p99_ms': 20.0, 'rps': 3000}, 'predict_b1': {'p99_ms': 20.0, 'rps': 3000},
            'predict_b100': {'rps': 300}, 'open_loop_p99_ms': 10.0}
@@ -411,8 +414,11 @@ def main(argv=None):
         results[-1]['requests_per_call'] = round(batches['requests_sum'] / batches['requests_count'], 2)
       scenarios[name] = {**results[0], 'python_generator': results[1]} if len(results) == 2 else results[0]
     bodies = [json.dumps({'signature_name': names.RECOMMEND, 'instances': i}).encode() for i in pools['recommend_k10']]
-    open_loop = python_load(server.port, PREDICT, bodies, args.concurrency, args.duration_s, rps=OPEN_LOOP_RPS)
-    open_loop.update(scenario='recommend_k10', target_rps=OPEN_LOOP_RPS)
+    repeats = sorted((python_load(server.port, PREDICT, bodies, args.concurrency, args.duration_s, rps=OPEN_LOOP_RPS)
+                      for _ in range(OPEN_LOOP_REPEATS)), key=lambda r: r['p99_ms'])
+    open_loop = dict(repeats[len(repeats) // 2], scenario='recommend_k10', target_rps=OPEN_LOOP_RPS,
+                     p99_ms_runs=[r['p99_ms'] for r in repeats],
+                     errors_runs=[r['errors'] for r in repeats])
   finally:
     server.stop()
   for name, _, signature, n in SCENARIOS:
@@ -434,7 +440,7 @@ def main(argv=None):
       'load_average_after': load_after, 'scenarios': scenarios, 'open_loop': open_loop, 'batch_costs': costs,
       'targets': {**TARGETS, 'met': {
           'recommend_k10': met('recommend_k10'), 'predict_b1': met('predict_b1'), 'predict_b100': met('predict_b100'),
-          'open_loop_p99': open_loop['p99_ms'] <= TARGETS['open_loop_p99_ms'] and not open_loop['errors'],
+          'open_loop_p99': open_loop['p99_ms'] <= TARGETS['open_loop_p99_ms'] and not any(open_loop['errors_runs']),
           'zero_errors': all(s['errors'] == 0 and s.get('python_generator', {}).get('errors', 0) == 0
                              for s in scenarios.values())}}}
   rows = ['| scenario | generator | p50 ms | p99 ms | p99.9 ms | req/s | errors | rows per call | floor ms '
@@ -444,7 +450,9 @@ def main(argv=None):
       rows.append(f'| {name} | {g["load_generator"]} | {g["p50_ms"]} | {g["p99_ms"]} | {g["p999_ms"]} | '
                   f'{g["rps"]} | {g["errors"]} | {g["rows_per_call"]} | '
                   + (f'{s["floor"]["p50_ms"]} | {s["server_overhead_ms"]} |' if g is s else ' | |'))
-  rows.append(f'| recommend_k10 | {open_loop["load_generator"]} | {open_loop["p50_ms"]} | {open_loop["p99_ms"]} | '
+  runs = ', '.join(str(p) for p in open_loop['p99_ms_runs'])
+  rows.append(f'| recommend_k10 | {open_loop["load_generator"]} (median p99 of {OPEN_LOOP_REPEATS} runs: {runs}) | '
+              f'{open_loop["p50_ms"]} | {open_loop["p99_ms"]} | '
               f'{open_loop["p999_ms"]} | {open_loop["rps"]} | {open_loop["errors"]} | | | |')
   table = (f'Model `{model}` version {version}; {args.concurrency} connections, {args.duration_s:.0f} s per '
            f'scenario after {WARMUP_S:.0f} s of warm-up; server flags `{args.server_args or "(defaults)"}`; '
