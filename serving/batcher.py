@@ -5,7 +5,10 @@ work per call is graph dispatch and the Transform graph's fixed part), so
 under load the server runs fewer, larger calls. When a worker is free it
 waits ``wait_s`` (a couple of milliseconds; 0 runs at once) for more
 requests, then takes everything queued up to the signature's row limit; a
-batch that reaches the limit runs without waiting. While the workers are
+batch that reaches the limit runs without waiting. It waits only while
+requests arrive fast enough that ``_COMPANY`` more are expected within the
+wait (a smoothed gap between arrivals): under light load a wait would only
+add to every request's latency. While the workers are
 busy a queue forms anyway, and a worker that finishes takes it at once
 (TF Serving's batcher waits the same way, with ``batch_timeout_micros``).
 
@@ -24,6 +27,16 @@ import numpy as np
 import tensorflow as tf
 
 Arrays = Dict[str, np.ndarray]
+
+# A free worker waits for company only when the smoothed gap between
+# arrivals says at least this many more requests will come within the wait.
+# Measured side by side against always waiting (docs/serving.md, stop 23):
+# open loop at 1,000 req/s p99 8.5-9.0 against 9.2-9.8 ms; 50 closed-loop
+# clients 6,100-6,800 against 7,000-7,200 req/s, both far above the targets.
+_COMPANY = 4
+# Weight of the newest gap in the smoothed one; gaps count up to wait_s, so
+# a quiet spell is forgotten within a few arrivals.
+_SMOOTHING = 0.2
 
 
 class _Job(NamedTuple):
@@ -101,6 +114,8 @@ class Batcher:
     self._pending_rows = 0
     self._busy = 0
     self._timer: Optional[asyncio.TimerHandle] = None
+    # Until arrivals say otherwise, no company is expected.
+    self._gap_s, self._last_arrival = wait_s, None
 
   def call(self, inputs: Arrays) -> Arrays:
     """One call of ``fn`` on numpy inputs, in the caller's thread (the warm-up's)."""
@@ -113,11 +128,15 @@ class Batcher:
     future = loop.create_future()
     self._pending.append(_Job(inputs, rows, future))
     self._pending_rows += rows
+    now = loop.time()
+    if self._last_arrival is not None:
+      self._gap_s += _SMOOTHING * (min(now - self._last_arrival, self._wait_s) - self._gap_s)
+    self._last_arrival = now
     if self._busy < self._workers:
-      if self._wait_s <= 0 or self._pending_rows >= self._max_rows:
+      if self._wait_s <= 0 or self._pending_rows >= self._max_rows or self._gap_s * _COMPANY > self._wait_s:
         self._dispatch(loop)
       elif self._timer is None:
-        # A free worker waits wait_s for company rather than run one row.
+        # Company is coming: a free worker waits wait_s rather than run one row.
         self._timer = loop.call_later(self._wait_s, self._dispatch, loop)
     return future
 

@@ -29,41 +29,59 @@ def _settled(batches, requests: int, timeout_s: float = 10.0):
   return batches
 
 
-def _serve(batcher, requests):
+def _serve(batcher, *bursts):
+  """Each burst's requests submitted in one loop turn, a burst once the one before is answered."""
   async def run():
-    return await asyncio.gather(*[batcher.submit(r, 1) for r in requests])
+    answers = []
+    for requests in bursts:
+      answers.append(await asyncio.gather(*[batcher.submit(r, 1) for r in requests]))
+    return answers
   try:
     return asyncio.run(run())
   finally:
     batcher.close()
 
 
-@pytest.mark.parametrize('wait_s', [0.0, 0.002])
+@pytest.mark.parametrize('wait_s', [0.0, 0.05])
 def test_merged_requests_of_different_widths_each_get_their_own_answer(wait_s):
   batches = []
   batcher = batcher_lib.Batcher(_row_sums, max_rows=64, wait_s=wait_s,
                                 on_batch=lambda stats, outputs: batches.append(stats))
   widths = [1, 5, 3, 7, 2, 6]
-  answers = _serve(batcher, [_request(w, float(i)) for i, w in enumerate(widths)])
-  assert [int(a['present'][0]) for a in answers] == widths  # padding is "" and 0: it counts for nothing
-  assert [float(a['total'][0]) for a in answers] == [w * float(i) for i, w in enumerate(widths)]
-  assert sum(b.requests for b in _settled(batches, len(widths))) == len(widths)
+  requests = [_request(w, float(i)) for i, w in enumerate(widths)]
+  for answers in _serve(batcher, *[requests + requests, requests]):
+    assert [int(a['present'][0]) for a in answers[-len(widths):]] == widths  # padding "" and 0 counts for nothing
+    assert [float(a['total'][0]) for a in answers[-len(widths):]] == [w * float(i) for i, w in enumerate(widths)]
+  sizes = [b.requests for b in _settled(batches, 3 * len(widths))]
+  # The first request of all comes after a quiet spell and runs at once; the
+  # rest of its burst queue behind it.
+  assert sizes[:2] == [1, 2 * len(widths) - 1]
   if wait_s:
-    # Submitted in one loop turn, all wait for the timer and run as one call.
-    assert [b.requests for b in batches] == [len(widths)]
+    # By the next burst requests are arriving fast: its first waits for the
+    # rest, and all run as one call.
+    assert sizes[2:] == [len(widths)]
   else:
-    # The first runs alone at once; the rest queue behind it.
-    assert batches[0].requests == 1
+    assert sizes[2:] == [1, len(widths) - 1]
+
+
+def test_a_request_after_a_quiet_spell_does_not_wait():
+  batcher = batcher_lib.Batcher(_row_sums, max_rows=64, wait_s=30.0)
+  start = time.monotonic()
+  (answer,), = _serve(batcher, [_request(2, 1.0)])
+  # A 30 s wait would show: no company is expected, so it ran at once.
+  assert float(answer['total'][0]) == 2.0 and time.monotonic() - start < 10.0
 
 
 def test_a_full_batch_does_not_wait_and_the_limit_splits_batches():
   batches = []
   batcher = batcher_lib.Batcher(_row_sums, max_rows=3, wait_s=10.0,
                                 on_batch=lambda stats, outputs: batches.append(stats))
-  answers = _serve(batcher, [_request(2, 1.0) for _ in range(6)])
+  # The first burst teaches the batcher that requests come fast, so a free
+  # worker then waits for company.
+  _, answers = _serve(batcher, [_request(2, 1.0) for _ in range(15)], [_request(2, 1.0) for _ in range(6)])
   # A 10 s wait would time the test out: three rows reach the limit and run at once.
   assert [float(a['total'][0]) for a in answers] == [2.0] * 6
-  assert [b.rows for b in _settled(batches, 6)] == [3, 3]
+  assert [b.rows for b in _settled(batches, 21)][-2:] == [3, 3]
 
 
 def test_pad_fills_lists_to_the_widest_with_padding():
