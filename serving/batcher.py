@@ -29,10 +29,9 @@ import tensorflow as tf
 Arrays = Dict[str, np.ndarray]
 
 # A free worker waits for company only when the smoothed gap between
-# arrivals says at least this many more requests will come within the wait.
-# Measured side by side against always waiting (docs/serving.md, stop 23):
-# open loop at 1,000 req/s p99 8.5-9.0 against 9.2-9.8 ms; 50 closed-loop
-# clients 6,100-6,800 against 7,000-7,200 req/s, both far above the targets.
+# arrivals says at least this many more requests will come within the wait;
+# chosen side by side against always waiting and against 2 (docs/serving.md,
+# "Stop 23": the open loop's latency for some of the closed loop's calls).
 _COMPANY = 4
 # Weight of the newest gap in the smoothed one; gaps count up to wait_s, so
 # a quiet spell is forgotten within a few arrivals.

@@ -134,9 +134,9 @@ def save_model(model: tf.keras.Model, export_dir: str,
   ``tf.saved_model.save(model)`` also serializes every Keras layer's call
   functions, traced again at save and restored again at every
   ``tf.saved_model.load``; nothing calls them (TF Serving, TFMA, the
-  components and ``serving/`` call the signatures). Measured on the default
-  model: tracing and save 17.4 -> 4.9 s, a load 2.3 -> 1.5 s (docs/pipeline.md).
-  The optimizer's slots are left out too.
+  components and ``serving/`` call the signatures); what that saves is
+  measured in docs/pipeline.md ("Trainer: the export"). The optimizer's
+  slots are left out too.
   """
   optimizer = getattr(model, 'optimizer', None)
   skip = {id(t) for t in tf.train.TrackableView(optimizer).descendants()} if optimizer else set()
@@ -499,7 +499,7 @@ def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.La
   movie_key = f.transformed_name(f.MOVIE_ID)
 
   @signature_function(input_signature=[tf.TensorSpec([None], tf.string, name=names.EXAMPLES),
-                                tf.TensorSpec([], tf.int32, name=names.K)])
+                                       tf.TensorSpec([], tf.int32, name=names.K)])
   def retrieve(examples, k):
     features = tft_layer(tf.io.parse_example(examples, raw_spec))
     candidates = model.candidate_embeddings({movie_key: tf.range(count, dtype=tf.int64)})
