@@ -25,12 +25,14 @@ setup: $(STAMP)
 # that do not exist (hundreds of lines on the CI machines); the rest of what
 # pip says, errors and conflicts included, still shows.
 PIP_NOISE := is ignored: it is neither a file nor a directory
+# Installed without their dependencies (the Dockerfile installs the same; a test keeps them equal).
+NO_DEPS := recbole==1.2.1 scann==1.3.2
 $(STAMP): setup.py constraints.txt
 	@echo 'Setting up $(VENV) with the pinned stack (once; a few minutes)...'
 	@set -o pipefail; { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
 	  { $(PY) -m pip install -q --upgrade 'pip==24.3.1' && \
 	    $(PY) -m pip install -q -c constraints.txt -e '.[dev]' && \
-	    $(PY) -m pip install -q --no-deps recbole==1.2.1 scann==1.3.2; } 2>&1 | sed '/$(PIP_NOISE)/d'
+	    $(PY) -m pip install -q --no-deps $(NO_DEPS); } 2>&1 | sed '/$(PIP_NOISE)/d'
 	@touch $@
 
 run: $(STAMP)
