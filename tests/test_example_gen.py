@@ -702,6 +702,11 @@ def test_recbole_conversion_writes_grouplens_format(tmp_path, monkeypatch):
   ]
   with open(source.file('u.user')) as f:
     assert f.read() == '1|24|M|technician|85711\n'
+  # RecBole has no u.genre or u.occupation; GroupLens's fixed lists are written.
+  with open(source.file('u.genre')) as f:
+    assert f.read().startswith('unknown|0\nAction|1\n')
+  with open(source.file('u.occupation')) as f:
+    assert 'technician' in f.read().split()
   # The converted files parse like GroupLens's.
   table, bad_rows = parsing.parse_lookup_file(
       parsing.U_ITEM, enumerate(items, start=1), parsing.parse_movie_line)

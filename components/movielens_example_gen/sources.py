@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional
 from absl import logging
 import tensorflow as tf
 
-from components.movielens_example_gen import parsing
+from components.movielens_example_gen import parsing, synthetic
 from transforms import features
 
 GROUPLENS_URL = (
@@ -290,7 +290,7 @@ def _grouplens_item_line(item_id: str, title: str, year: str,
 
 
 def convert_recbole(recbole_dir: str, target: str) -> DataSource:
-  """Writes GroupLens-format u.data, u.item and u.user from RecBole's copy.
+  """Writes GroupLens-format u.data, u.item, u.user, u.genre and u.occupation from RecBole's copy.
 
   Args:
     recbole_dir: recbole's dataset_example/ml-100k, or a directory laid out
@@ -330,6 +330,9 @@ def convert_recbole(recbole_dir: str, target: str) -> DataSource:
     raise SourceError(f'A RecBole title does not fit latin-1: {e}') from e
   _write_file(os.path.join(target, parsing.U_USER),
               u_user.encode(parsing.ENCODING))
+  # RecBole has no u.genre or u.occupation; GroupLens's are fixed lists.
+  for name, text in synthetic.side_files().items():
+    _write_file(os.path.join(target, name), text.encode(parsing.ENCODING))
   return DataSource(
       RECBOLE, target, md5,
       f'{RECBOLE_REQUIREMENT} wheel ({recbole_dir}), converted to GroupLens '

@@ -276,6 +276,13 @@ def _write_lines(path: str, lines: List[str]) -> None:
     fh.write('\n'.join(lines) + '\n')
 
 
+def side_files() -> Dict[str, str]:
+  """u.genre and u.occupation, byte for byte as GroupLens writes them (a test compares)."""
+  # u.genre ends with an empty line in GroupLens's copy; so does this one.
+  genres = [f'{name}|{i}' for i, name in enumerate(features.GENRE_NAMES)] + ['']
+  return {'u.genre': '\n'.join(genres) + '\n', 'u.occupation': '\n'.join(name for name, _ in OCCUPATIONS) + '\n'}
+
+
 def generate(out_dir: str, config: SyntheticConfig = SyntheticConfig(),
              users_per_batch: int = 2_000) -> Dict[str, int]:
   """Writes a MovieLens-shaped data set to ``out_dir``; the same arguments, the same bytes.
@@ -296,10 +303,9 @@ def generate(out_dir: str, config: SyntheticConfig = SyntheticConfig(),
   side_rng = np.random.default_rng([config.seed, 1])
   _write_lines(os.path.join(out_dir, parsing.U_ITEM), _item_lines(world, side_rng))
   _write_lines(os.path.join(out_dir, parsing.U_USER), _user_lines(world, side_rng))
-  # u.genre ends with an empty line in GroupLens's copy; so does this one.
-  _write_lines(os.path.join(out_dir, 'u.genre'),
-               [f'{name}|{i}' for i, name in enumerate(features.GENRE_NAMES)] + [''])
-  _write_lines(os.path.join(out_dir, 'u.occupation'), [name for name, _ in OCCUPATIONS])
+  for name, text in side_files().items():
+    with open(os.path.join(out_dir, name), 'w', encoding=parsing.ENCODING, newline='\n') as fh:
+      fh.write(text)
   _write_lines(os.path.join(out_dir, 'u.info'),
                [f'{users} users', f'{movies} items', f'{config.num_ratings} ratings'])
   written = 0
