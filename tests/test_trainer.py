@@ -1,4 +1,5 @@
 """Model shapes, hyperparameter resolution and the SavedModel round trip."""
+import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,7 +9,7 @@ from trainer import hparams as hp
 from contract import names
 from trainer.models import RankingModel
 from trainer.signatures import make_serving_signatures, save_model
-from trainer.task import build_model
+from trainer.task import _LoggedRandomSearch, build_model
 from transforms import features as f
 
 from conftest import raw_feature_spec, serialize_row
@@ -188,8 +189,6 @@ def test_multitask_model_shares_the_movie_table_trains_both_tasks_and_serves_rat
 
 def test_tuner_search_repeats_trial_for_trial(tiny_transform, tmp_path):
   """The same search twice scores every trial the same: each trial's weights start from the seed."""
-  import keras_tuner
-  from trainer import task
   out_dir, _, transformed = tiny_transform
   output = tft.TFTransformOutput(out_dir)
   params = hp.resolve({'hparams': {'model': 'ranking', 'embedding_dim': 4, 'layer_sizes': '8'}})
@@ -197,7 +196,7 @@ def test_tuner_search_repeats_trial_for_trial(tiny_transform, tmp_path):
   scores = []
   for run in ('first', 'second'):
     tf.random.uniform([7])  # a different global random state before each search
-    tuner = task._LoggedRandomSearch(
+    tuner = _LoggedRandomSearch(
         hypermodel=lambda hps: build_model(params.replace(learning_rate=hps.Choice('learning_rate', [0.05, 0.1])),
                                            output),
         objective=keras_tuner.Objective('val_rmse', 'min'), max_trials=2, seed=params.seed,

@@ -271,9 +271,13 @@ def _user_lines(world: _World, rng: np.random.Generator) -> List[str]:
   return lines
 
 
-def _write_lines(path: str, lines: List[str]) -> None:
+def _write_text(path: str, text: str) -> None:
   with open(path, 'w', encoding=parsing.ENCODING, newline='\n') as fh:
-    fh.write('\n'.join(lines) + '\n')
+    fh.write(text)
+
+
+def _write_lines(path: str, lines: List[str]) -> None:
+  _write_text(path, '\n'.join(lines) + '\n')
 
 
 def side_files() -> Dict[str, str]:
@@ -304,8 +308,7 @@ def generate(out_dir: str, config: SyntheticConfig = SyntheticConfig(),
   _write_lines(os.path.join(out_dir, parsing.U_ITEM), _item_lines(world, side_rng))
   _write_lines(os.path.join(out_dir, parsing.U_USER), _user_lines(world, side_rng))
   for name, text in side_files().items():
-    with open(os.path.join(out_dir, name), 'w', encoding=parsing.ENCODING, newline='\n') as fh:
-      fh.write(text)
+    _write_text(os.path.join(out_dir, name), text)
   _write_lines(os.path.join(out_dir, 'u.info'),
                [f'{users} users', f'{movies} items', f'{config.num_ratings} ratings'])
   written = 0
