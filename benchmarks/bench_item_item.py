@@ -26,7 +26,7 @@ from scipy import sparse  # noqa: E402
 
 from benchmarks import bench_quality  # noqa: E402
 from components.retrieval_evaluator import protocol  # noqa: E402
-from trainer import item_item  # noqa: E402
+from trainer import hparams, item_item  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
@@ -60,6 +60,30 @@ class Data:
       ids, ratings = test[f.HISTORY_MOVIE_IDS][i], test[f.HISTORY_RATINGS][i]
       known = [(self.index[m], r, len(ids) - 1 - p) for p, (m, r) in enumerate(zip(ids, ratings)) if m in self.index]
       self.history.append(np.array(known, dtype=float).reshape(-1, 3))
+
+  def padded(self, histories: List[List[bytes]]) -> np.ndarray:
+    """int [R, HISTORY_LENGTH]: history lists as vocabulary ids, padded at the end; unknown movies get an OOV id."""
+    out = np.full((len(histories), f.HISTORY_LENGTH), f.HISTORY_PAD_ID, np.int64)
+    for r, ids in enumerate(histories):
+      ids = ids[-f.HISTORY_LENGTH:]
+      out[r, :len(ids)] = [self.index.get(m, len(self.movies)) for m in ids]
+    return out
+
+  def sequence_table(self, window: int) -> np.ndarray:
+    """``item_item.sequence_table`` of the train split, as the Trainer computes it."""
+    train = self.splits['train']
+    return item_item.sequence_table(self.padded(train[f.HISTORY_MOVIE_IDS]),
+                                    np.array([self.index[m] for m in train[f.MOVIE_ID]]), len(self.movies), window)
+
+  def scorer_scores(self, scorer: item_item.ItemItemScorer) -> np.ndarray:
+    """[cases, movies]: what the shipped ``ItemItemScorer`` gives each case's query history."""
+    test = self.splits['test']
+    ids = self.padded([test[f.HISTORY_MOVIE_IDS][i] for i, _, _ in self.cases])
+    ratings = np.zeros(ids.shape, np.float32)
+    for r, (i, _, _) in enumerate(self.cases):
+      values = test[f.HISTORY_RATINGS][i][-f.HISTORY_LENGTH:]
+      ratings[r, :len(values)] = values
+    return scorer(ids, ratings).numpy()
 
   def user_scores(self, table: np.ndarray, half_life=None, rating_weight=0.0) -> np.ndarray:
     """[cases, movies]: each case's history rows of ``table``, weighted as ``ItemItemScorer`` weighs them."""
@@ -166,8 +190,16 @@ def main(argv=None):
   args = parser.parse_args(argv)
   examples_uri, _, _ = bench_quality._reference_run(args.output_root, '')
   data = Data({s: protocol.read_split(examples_uri, s, with_history=True) for s in ('train', 'eval', 'test')})
-  shipped = dict(half_life=3.5, rating_weight=0.5)
-  ease = item_item.ease_table(data.users, data.items, len(data.movies), l2=1000.0)
+  params = hparams.HParams()
+  before = dict(half_life=3.5, rating_weight=params.item_item_rating_weight)  # the stage before the sequential table
+  ease = item_item.ease_table(data.users, data.items, len(data.movies), l2=params.item_item_l2)
+  sequence = data.sequence_table(params.item_item_sequence_window)
+
+  def scorer(table=ease, **overrides):
+    config = dict(half_life=params.item_item_half_life, sequence_half_life=params.item_item_sequence_half_life,
+                  sequence_weight=params.item_item_sequence_weight, rating_weight=params.item_item_rating_weight)
+    return data.scorer_scores(item_item.ItemItemScorer(table, sequence, **{**config, **overrides}))
+
   methods = {'popularity': lambda: data.score(protocol.popularity_lists(data.everything, data.test_start, data.cases))}
 
   def add(name, scores):
@@ -175,31 +207,41 @@ def main(argv=None):
 
   add('cosine co-occurrence', lambda: data.user_scores(cooccurrence(data, 0.5, 0.5)))
   add('cosine, recency half-life 3.5 + rating weight', lambda: data.user_scores(cooccurrence(data, 0.5, 0.5),
-                                                                                **shipped))
-  add('conditional probability P(j given h)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.0), **shipped))
-  add('P(j given h) / n_j^0.5 (popularity damping)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.5), **shipped))
-  add('sequential co-occurrence, window 20', lambda: data.user_scores(sequential(data, 20), **shipped))
-  add('RP3beta, beta 0.5', lambda: data.user_scores(rp3beta(data, 0.5), **shipped))
+                                                                                **before))
+  add('conditional probability P(j given h)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.0), **before))
+  add('P(j given h) / n_j^0.5 (popularity damping)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.5), **before))
+  add('sequential co-occurrence, window 20', lambda: data.user_scores(sequential(data, 20), **before))
+  add('RP3beta, beta 0.5', lambda: data.user_scores(rp3beta(data, 0.5), **before))
   for l2 in (300.0, 3000.0):
     add(f'EASE l2 {l2:g}', lambda l2=l2: data.user_scores(item_item.ease_table(data.users, data.items,
-                                                                                len(data.movies), l2), **shipped))
+                                                                                len(data.movies), l2), **before))
   add('EASE l2 1000, no recency or rating weight', lambda: data.user_scores(ease))
-  add('EASE l2 1000 (shipped)', lambda: data.user_scores(ease, **shipped))
-  add('EASE + RP3beta (z-scores, 1:1)', lambda: zscore(data.user_scores(ease, **shipped))
-      + zscore(data.user_scores(rp3beta(data, 0.5), **shipped)))
+  add('EASE l2 1000 (shipped before)', lambda: data.user_scores(ease, **before))
+  add('EASE + RP3beta (z-scores, 1:1)', lambda: zscore(data.user_scores(ease, **before))
+      + zscore(data.user_scores(rp3beta(data, 0.5), **before)))
   popularity = np.log1p(np.tile(data.count, (len(data.cases), 1)))
-  add('EASE + 0.3 popularity (z-scores)', lambda: zscore(data.user_scores(ease, **shipped)) + 0.3 * zscore(popularity))
+  add('EASE + 0.3 popularity (z-scores)', lambda: zscore(data.user_scores(ease, **before)) + 0.3 * zscore(popularity))
+  add(f'EASE, half-life {params.item_item_half_life:g}', lambda: scorer(sequence_weight=0.0))
+  add(f'sequential table alone (window {params.item_item_sequence_window}, half-life '
+      f'{params.item_item_sequence_half_life:g})',
+      lambda: data.user_scores(sequence, half_life=params.item_item_sequence_half_life,
+                               rating_weight=params.item_item_rating_weight))
+  add('EASE half-life 3.5 + 0.5 sequential', lambda: scorer(half_life=3.5))
+  add('EASE + 1.0 sequential', lambda: scorer(sequence_weight=1.0))
+  add(f'EASE + {params.item_item_sequence_weight:g} sequential (shipped)', scorer)
+  add('deliberately weak: EASE l2 0.001, no sequential (tests/test_pipeline_e2e.py)',
+      lambda: scorer(item_item.ease_table(data.users, data.items, len(data.movies), l2=1e-3), sequence_weight=0.0))
   if args.model_dir:
     tower = towers(data, args.model_dir)
     add('towers (multitask retrieve)', lambda: tower)
     for w in (0.1, 0.3):
-      add(f'EASE + {w} towers (z-scores)', lambda w=w: zscore(data.user_scores(ease, **shipped)) + w * zscore(tower))
+      add(f'shipped + {w} towers (z-scores)', lambda w=w: zscore(scorer()) + w * zscore(tower))
   results = {}
   for name, run in methods.items():
     results[name] = {k: run_result for k, run_result in run().items() if k in KEYS}
     print(f'| {name} | ' + ' | '.join(f'{results[name][k]:.4f}' for k in KEYS) + ' |', flush=True)
   if args.mmr:
-    scores = data.user_scores(ease, **shipped)
+    scores = scorer()
     for weight in (0.0, 0.2, 0.4, 0.6):
       metrics = data.score(mmr(data, scores, weight))
       results[f'MMR weight {weight}'] = {k: metrics[k] for k in KEYS}

@@ -39,10 +39,16 @@ class HParams:
   retrieval_layer_sizes: Tuple[int, ...] = (128,)
   retrieval_weight: float = 3.0
   # Models whose registry entry has item_item (trainer/item_item.py): the
-  # EASE ridge penalty, the half-life of a rating's weight in history
-  # positions, and what each star above the middle of the range adds.
+  # EASE ridge penalty; the half-life of a rating's weight in history
+  # positions for the EASE and the sequential table; the sequential scores'
+  # weight next to EASE's; how many of a rating's most recent history
+  # entries the sequential table counts; what each star above the middle
+  # of the rating range adds to a rating's weight.
   item_item_l2: float = 1000.0
-  item_item_half_life: float = 3.5
+  item_item_half_life: float = 8.0
+  item_item_sequence_half_life: float = 1.0
+  item_item_sequence_weight: float = 0.5
+  item_item_sequence_window: int = 20
   item_item_rating_weight: float = 0.5
   epochs: int = 50
   batch_size: int = 8192

@@ -22,7 +22,7 @@ the table (a sparse [T] x [T, N] product). Past about 20K movies the
 dense table stops fitting a serving replica; docs/models.md says what
 replaces it.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from scipy import sparse
@@ -69,33 +69,72 @@ def ease_table(users: np.ndarray, movies: np.ndarray, num_movies: int, l2: float
   return table.astype(np.float32)
 
 
-def from_dataset(dataset: tf.data.Dataset, num_movies: int, l2: float) -> np.ndarray:
-  """``ease_table`` of the ratings in a transformed dataset (batches of feature dicts)."""
-  users, movies = [], []
+def sequence_table(history_ids: np.ndarray, movies: np.ndarray, num_movies: int, window: int) -> np.ndarray:
+  """How often each movie followed each other one closely: the sequential table of ``ItemItemScorer``.
+
+  ``C[h, j]`` counts the ratings of movie j whose history holds h among its
+  ``window`` most recent entries, divided by ``sqrt(n_h n_j)`` (``n`` a
+  movie's ratings), so popular pairs do not crowd out the rest (cosine). It
+  is built from each rating's history lists alone: no user id and no
+  timestamp, so ratings by users outside the vocabulary count too.
+
+  Args:
+    history_ids: int [R, T] each rating's history, movie vocabulary ids
+      oldest first, padded at the end with ``features.HISTORY_PAD_ID``.
+    movies: int [R] the rated movie's vocabulary id.
+    num_movies: the movie vocabulary size; OOV ids on either side are left out.
+    window: how many of the most recent history entries count.
+
+  Returns:
+    float32 [num_movies, num_movies], zero on the diagonal.
+  """
+  history_ids, movies = np.asarray(history_ids, np.int64), np.asarray(movies, np.int64)
+  present = history_ids != f.HISTORY_PAD_ID
+  recent = present & (np.cumsum(present[:, ::-1], axis=1)[:, ::-1] <= window)
+  known = recent & (history_ids >= 0) & (history_ids < num_movies) & ((movies >= 0) & (movies < num_movies))[:, None]
+  rows, cols = np.nonzero(known)
+  counts = sparse.coo_matrix((np.ones(len(rows)), (history_ids[rows, cols], movies[rows])),
+                             shape=(num_movies, num_movies)).toarray()
+  np.fill_diagonal(counts, 0.0)
+  rated = np.maximum(np.bincount(movies[(movies >= 0) & (movies < num_movies)], minlength=num_movies), 1.0)
+  return (counts / np.sqrt(rated[:, None] * rated[None, :])).astype(np.float32)
+
+
+def tables_from_dataset(dataset: tf.data.Dataset, num_movies: int, l2: float, window: int) -> Tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+  """``ease_table`` and ``sequence_table`` of the ratings in a transformed dataset (batches of feature dicts)."""
+  users, movies, histories = [], [], []
   for batch in dataset:
     users.append(np.ravel(batch[f.transformed_name(f.USER_ID)]))
     movies.append(np.ravel(batch[f.transformed_name(f.MOVIE_ID)]))
+    histories.append(np.asarray(batch[f.transformed_name(f.HISTORY_MOVIE_IDS)]))
   if not users:
-    raise ValueError('The train split is empty: no ratings to compute the item-item table from.')
-  return ease_table(np.concatenate(users), np.concatenate(movies), num_movies, l2)
+    raise ValueError('The train split is empty: no ratings to compute the item-item tables from.')
+  movies = np.concatenate(movies)
+  return (ease_table(np.concatenate(users), movies, num_movies, l2),
+          sequence_table(np.concatenate(histories), movies, num_movies, window))
 
 
 class ItemItemScorer(tf.keras.layers.Layer):
-  """Scores every movie for each user from their history and an item-item table.
+  """Scores every movie for each user from their history and two item-item tables.
 
-  ``score(u, j) = sum_t w_t B[h_t, j]`` over the history movies ``h_t``, with
-  ``w_t = 0.5 ** (age_t / half_life) * max(0, 1 + rating_weight * (r_t - rating_center))``
-  where ``age_t`` is 0 for the most recent rating. Padding and movies outside
-  the table (OOV ids) weigh 0; a history with no known movie scores 0
-  everywhere, and ``has_history`` says so, for a fallback.
+  ``score(u) = z(sum_t w_t E[h_t]) + sequence_weight * z(sum_t v_t S[h_t])``
+  over the history movies ``h_t``: ``E`` the EASE table (``ease_table``),
+  ``S`` the sequential one (``sequence_table``), ``z`` a standardization
+  over the movies of each row (the two tables' scores are on different
+  scales). Each entry weighs ``0.5 ** (age_t / half_life) * max(0, 1 +
+  rating_weight * (r_t - rating_center))``, with ``age_t`` 0 for the most
+  recent rating; ``w_t`` and ``v_t`` differ only in their half-lives.
+  Padding and movies outside the tables (OOV ids) weigh 0; a history with no
+  known movie scores 0 everywhere, and ``has_history`` says so, for a
+  fallback.
 
   Args:
-    table: float32 [N, N] item-item weights (``ease_table``), or None to
-      start at zeros (a load restores the saved values).
-    num_movies: N, when ``table`` is None.
-    half_life: history positions after which a rating's weight halves.
-    rating_weight: how much each star above ``rating_center`` adds to a
-      rating's weight (and each below takes away).
+    table, sequence: float32 [N, N] the EASE and sequential tables, or None
+      to start at zeros (a load restores the saved values); then
+      ``num_movies`` gives N.
+    half_life, sequence_half_life, sequence_weight, rating_weight: as
+      ``HParams.item_item_*`` (trainer/hparams.py) describes them.
     rating_center: the rating with weight 1 (the middle of the rating range).
 
   Call args:
@@ -107,40 +146,57 @@ class ItemItemScorer(tf.keras.layers.Layer):
     float32 [B, N] scores, row j being movie vocabulary id j.
   """
 
-  def __init__(self, table: Optional[np.ndarray] = None, num_movies: Optional[int] = None, half_life: float = 3.5,
-               rating_weight: float = 0.5, rating_center: float = float(np.mean(f.RATING_RANGE)), **kwargs):
+  def __init__(self, table: Optional[np.ndarray] = None, sequence: Optional[np.ndarray] = None, *,
+               half_life: float, sequence_half_life: float, sequence_weight: float, rating_weight: float,
+               num_movies: Optional[int] = None, rating_center: float = float(np.mean(f.RATING_RANGE)), **kwargs):
     super().__init__(**kwargs)
     self.num_movies = int(table.shape[0] if table is not None else num_movies)
     self.half_life = float(half_life)
+    self.sequence_half_life = float(sequence_half_life)
+    self.sequence_weight = float(sequence_weight)
     self.rating_weight = float(rating_weight)
     self.rating_center = float(rating_center)
-    initializer = tf.constant_initializer(table) if table is not None else 'zeros'
-    self.table = self.add_weight(name='table', shape=(self.num_movies, self.num_movies), dtype=tf.float32,
-                                 trainable=False, initializer=initializer)
+    self.table = self._table('table', table)
+    self.sequence = self._table('sequence', sequence)
 
-  def weights_of(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+  def _table(self, name: str, values: Optional[np.ndarray]) -> tf.Variable:
+    if values is not None and values.shape != (self.num_movies, self.num_movies):
+      raise ValueError(f'The {name} table is {values.shape}; the scorer covers {self.num_movies} movies.')
+    initializer = tf.constant_initializer(values) if values is not None else 'zeros'
+    return self.add_weight(name=name, shape=(self.num_movies, self.num_movies), dtype=tf.float32, trainable=False,
+                           initializer=initializer)
+
+  def weights_of(self, history_ids: tf.Tensor, history_ratings: tf.Tensor,
+                 half_life: Optional[float] = None) -> tf.Tensor:
     """float32 [B, T]: each history entry's weight (0 for padding and movies outside the table)."""
     present = tf.not_equal(history_ids, f.HISTORY_PAD_ID)
     length = tf.reduce_sum(tf.cast(present, tf.float32), axis=1, keepdims=True)
     position = tf.cast(tf.range(tf.shape(history_ids)[1]), tf.float32)[None, :]
-    recency = tf.pow(0.5, tf.maximum(length - 1.0 - position, 0.0) / self.half_life)
+    age = tf.maximum(length - 1.0 - position, 0.0)
+    recency = tf.pow(0.5, age / (self.half_life if half_life is None else half_life))
     liking = tf.nn.relu(1.0 + self.rating_weight * (history_ratings - self.rating_center))
     known = present & (history_ids >= 0) & (history_ids < self.num_movies)
     return tf.where(known, recency * liking, 0.0)
 
-  def call(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+  def _votes(self, history_ids: tf.Tensor, weights: tf.Tensor, table: tf.Variable) -> tf.Tensor:
     # The weights as a sparse [B, N] times the table: the rows are read once
     # and summed in place, where a gather would first copy them into a
     # [B, T, N] tensor (half the time: 25 histories of 50 movies, a 1,682 x
     # 1,682 table, docs/serving.md). A movie twice in a history adds its row
     # twice.
-    weights = self.weights_of(history_ids, history_ratings)
     cells = tf.where(weights != 0)  # [nnz, 2]: (row, history position); padding and unknown movies weigh 0
     movies = tf.gather_nd(history_ids, cells)
     batch = tf.shape(history_ids, out_type=tf.int64)[0]
     votes = tf.SparseTensor(tf.stack([cells[:, 0], movies], axis=1), tf.gather_nd(weights, cells),
                             tf.stack([batch, self.num_movies]))
-    return tf.sparse.sparse_dense_matmul(votes, self.table)
+    return tf.sparse.sparse_dense_matmul(votes, table)
+
+  def call(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+    scores = _standardize(self._votes(history_ids, self.weights_of(history_ids, history_ratings), self.table))
+    if self.sequence_weight:
+      weights = self.weights_of(history_ids, history_ratings, self.sequence_half_life)
+      scores += self.sequence_weight * _standardize(self._votes(history_ids, weights, self.sequence))
+    return scores
 
   def has_history(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
     """bool [B]: the history has a movie in the table with a positive weight."""
@@ -148,7 +204,14 @@ class ItemItemScorer(tf.keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'num_movies': self.num_movies, 'half_life': self.half_life,
+            'sequence_half_life': self.sequence_half_life, 'sequence_weight': self.sequence_weight,
             'rating_weight': self.rating_weight, 'rating_center': self.rating_center}
+
+
+def _standardize(scores: tf.Tensor) -> tf.Tensor:
+  """Each row minus its mean, over its standard deviation; a constant row becomes 0."""
+  mean, variance = tf.nn.moments(scores, axes=[1], keepdims=True)
+  return tf.math.divide_no_nan(scores - mean, tf.sqrt(variance))
 
 
 def scores_or_fallback(scorer: ItemItemScorer, features: Dict[str, tf.Tensor], fallback: tf.Tensor,

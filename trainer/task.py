@@ -191,10 +191,13 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
 def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
                      train: tf.data.Dataset) -> item_item.ItemItemScorer:
   """The item-item stage of ``recommend`` and ``retrieve`` (trainer/item_item.py), from the train split."""
-  table = item_item.from_dataset(train, int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB)),
-                                 params.item_item_l2)
-  logging.info('Item-item table: %d x %d movies from the train split.', *table.shape)
-  return item_item.ItemItemScorer(table, half_life=params.item_item_half_life,
+  table, sequence = item_item.tables_from_dataset(
+      train, int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB)), params.item_item_l2,
+      params.item_item_sequence_window)
+  logging.info('Item-item tables (EASE and sequential): %d x %d movies from the train split.', *table.shape)
+  return item_item.ItemItemScorer(table, sequence, half_life=params.item_item_half_life,
+                                  sequence_half_life=params.item_item_sequence_half_life,
+                                  sequence_weight=params.item_item_sequence_weight,
                                   rating_weight=params.item_item_rating_weight, name='item_item')
 
 
