@@ -1,16 +1,16 @@
-"""Item-to-item retrieval methods on the RetrievalEvaluator's protocol, in numpy: what docs/models.md's table holds.
+"""Item-to-item retrieval methods on the RetrievalEvaluator's protocol: what docs/models.md's table holds.
 
 Reads one pipeline run's ExampleGen splits (``--output-root``, as
-bench-quality does), builds each method's item-item table from the train
-split, scores every case from the history lists of its query example (what
-``recommend`` and ``retrieve`` see) and prints the protocol's metrics,
-accuracy and beyond (components/retrieval_evaluator/protocol.py). With
-``--model-dir`` it also scores that SavedModel's ``retrieve`` (the towers)
-and blends with them. ``--mmr`` adds the diversity trade-off: MMR over genres
-on the shipped method's lists.
+bench-quality does), builds each method's item-item table from the ratings
+the Trainer reads (train and eval), scores every case from the history
+lists of its query example (what ``recommend`` and ``retrieve`` see) and
+prints the protocol's metrics, accuracy and beyond
+(components/retrieval_evaluator/protocol.py). The shipped stage is scored
+through ``trainer.item_item.ItemItemScorer`` itself, the other methods in
+numpy. ``--mmr`` adds the diversity trade-off: MMR over genres on the
+shipped lists. The towers are scored by bench-quality ("towers alone").
 
-  python -m benchmarks.bench_item_item --output-root /tmp/main-run/out \\
-      --model-dir /tmp/main-run/out/pipelines/movielens-recommender/Trainer/model/7/Format-Serving --mmr
+  python -m benchmarks.bench_item_item --output-root /tmp/main-run/out --mmr
 """
 import os
 
@@ -34,22 +34,28 @@ KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelt
 
 
 class Data:
-  """The protocol's cases as arrays: the train matrix, each case's history and what it must leave out."""
+  """The protocol's cases as arrays: the ratings matrix, each case's history and what it must leave out.
+
+  The ratings are those the Trainer computes its tables from: every split
+  Transform analyzes (``features.ANALYZED_SPLITS``), before the test period.
+  """
 
   def __init__(self, splits: Dict[str, Dict[str, list]]):
-    self.splits, train, test = splits, splits['train'], splits['test']
+    self.splits, test = splits, splits['test']
+    self.ratings = {k: sum((splits[s][k] for s in f.ANALYZED_SPLITS), [])
+                    for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP, f.HISTORY_MOVIE_IDS)}
     everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
     self.cases = protocol.retrieval_cases(everything, test)
     self.test_start = min(test[f.TIMESTAMP])
     self.context = protocol.list_context(splits, self.test_start, self.cases)
     self.everything = everything
-    counts = collections.Counter(train[f.MOVIE_ID])
+    counts = collections.Counter(self.ratings[f.MOVIE_ID])
     # The movie vocabulary's order: most rated first, ties by id.
     self.movies = sorted(counts, key=lambda m: (-counts[m], m))
     self.index = {m: i for i, m in enumerate(self.movies)}
-    users = {u: i for i, u in enumerate(dict.fromkeys(train[f.USER_ID]))}
-    self.users = np.array([users[u] for u in train[f.USER_ID]])
-    self.items = np.array([self.index[m] for m in train[f.MOVIE_ID]])
+    users = {u: i for i, u in enumerate(dict.fromkeys(self.ratings[f.USER_ID]))}
+    self.users = np.array([users[u] for u in self.ratings[f.USER_ID]])
+    self.items = np.array([self.index[m] for m in self.ratings[f.MOVIE_ID]])
     self.rated = sparse.csr_matrix((np.ones(len(self.users)), (self.users, self.items)),
                                    shape=(len(users), len(self.movies)))
     self.rated.data[:] = 1.0
@@ -70,10 +76,10 @@ class Data:
     return out
 
   def sequence_table(self, window: int) -> np.ndarray:
-    """``item_item.sequence_table`` of the train split, as the Trainer computes it."""
-    train = self.splits['train']
-    return item_item.sequence_table(self.padded(train[f.HISTORY_MOVIE_IDS]),
-                                    np.array([self.index[m] for m in train[f.MOVIE_ID]]), len(self.movies), window)
+    """``item_item.sequence_table``, as the Trainer computes it."""
+    return item_item.sequence_table(self.padded(self.ratings[f.HISTORY_MOVIE_IDS]),
+                                    np.array([self.index[m] for m in self.ratings[f.MOVIE_ID]]), len(self.movies),
+                                    window)
 
   def scorer_scores(self, scorer: item_item.ItemItemScorer) -> np.ndarray:
     """[cases, movies]: what the shipped ``ItemItemScorer`` gives each case's query history."""
@@ -116,10 +122,9 @@ def cooccurrence(data: Data, alpha: float, beta: float) -> np.ndarray:
 
 
 def sequential(data: Data, window: int, alpha=0.5, beta=0.5) -> np.ndarray:
-  """Co-occurrence of h and a movie the user rated within ``window`` ratings after it (train, in time)."""
-  train = data.splits['train']
+  """Co-occurrence of h and a movie the user rated within ``window`` ratings after it (in time)."""
   by_user = collections.defaultdict(list)
-  for u, m, t in zip(train[f.USER_ID], train[f.MOVIE_ID], train[f.TIMESTAMP]):
+  for u, m, t in zip(data.ratings[f.USER_ID], data.ratings[f.MOVIE_ID], data.ratings[f.TIMESTAMP]):
     by_user[u].append((t, data.index[m]))
   counts = np.zeros((len(data.movies),) * 2)
   for rows in by_user.values():
@@ -168,24 +173,9 @@ def mmr(data: Data, scores: np.ndarray, weight: float, pool: int = 100) -> List[
   return out
 
 
-def towers(data: Data, model_dir: str) -> np.ndarray:
-  """The SavedModel's ``retrieve`` scores of every movie, per case (-1e9 for a movie it does not rank)."""
-  import tensorflow as tf  # noqa: PLC0415 (only this method needs TensorFlow's load)
-  signature = tf.saved_model.load(model_dir).signatures['retrieve']
-  test = data.splits['test']
-  out = signature(examples=tf.constant([test['serialized'][i] for i, _, _ in data.cases]), k=tf.constant(10**6))
-  scores = np.full((len(data.cases), len(data.movies)), -1e9)
-  for c, (ids, values) in enumerate(zip(out['movie_ids'].numpy(), out['scores'].numpy())):
-    for m, v in zip(ids, values):
-      if m in data.index:
-        scores[c, data.index[m]] = v
-  return scores
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--output-root', required=True, help='a pipeline run, as bench-quality --output-root')
-  parser.add_argument('--model-dir', default='', help="a SavedModel with 'retrieve', to score and blend with")
   parser.add_argument('--mmr', action='store_true', help='the diversity trade-off on the shipped method')
   args = parser.parse_args(argv)
   examples_uri, _, _ = bench_quality._reference_run(args.output_root, '')
@@ -231,11 +221,6 @@ def main(argv=None):
   add(f'EASE + {params.item_item_sequence_weight:g} sequential (shipped)', scorer)
   add('deliberately weak: EASE l2 0.001, no sequential (tests/test_pipeline_e2e.py)',
       lambda: scorer(item_item.ease_table(data.users, data.items, len(data.movies), l2=1e-3), sequence_weight=0.0))
-  if args.model_dir:
-    tower = towers(data, args.model_dir)
-    add('towers (multitask retrieve)', lambda: tower)
-    for w in (0.1, 0.3):
-      add(f'shipped + {w} towers (z-scores)', lambda w=w: zscore(scorer()) + w * zscore(tower))
   results = {}
   for name, run in methods.items():
     results[name] = {k: run_result for k, run_result in run().items() if k in KEYS}

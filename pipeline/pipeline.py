@@ -14,6 +14,7 @@ from components.movielens_example_gen import MovieLensExampleGen, SplitConfig
 from components.retrieval_evaluator import RetrievalEvaluator
 from pipeline.configs import PipelineConfig
 from pipeline.eval_config import EVAL_SPLIT, make_eval_config
+from transforms import features as f
 
 
 def _fingerprinted(custom_config: dict, fingerprint: str) -> Optional[dict]:
@@ -68,8 +69,9 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       oov_thresholds=config.oov_thresholds,
       fail_on_anomalies=config.fail_on_anomalies).with_id(names.EXAMPLE_VALIDATOR)
 
-  # Vocabularies and scalings fitted on train only, applied to train and eval;
-  # the Evaluator runs the same graph inside the model on raw test examples.
+  # Vocabularies and scalings fitted on features.ANALYZED_SPLITS, applied to
+  # train and eval; the Evaluator runs the same graph inside the model on raw
+  # test examples.
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
@@ -78,7 +80,7 @@ def create_pipeline(config: PipelineConfig, beam_pipeline_args: List[str],
       # already covers the raw splits.
       disable_statistics=not config.transform_statistics,
       custom_config=_fingerprinted({}, config.transform_fingerprint),
-      splits_config=tfx.proto.SplitsConfig(analyze=['train'], transform=['train', 'eval'])
+      splits_config=tfx.proto.SplitsConfig(analyze=list(f.ANALYZED_SPLITS), transform=['train', 'eval'])
   ).with_id(names.TRANSFORM)
   # Transform consumes no output of the validator, so order it explicitly:
   # a failed validation stops the run before anything is trained or pushed.

@@ -1,26 +1,30 @@
-"""Item-to-item retrieval from the user's history: a closed form the Trainer computes from the train split.
+"""Item-to-item retrieval from the user's history: closed forms the Trainer computes from the ratings.
 
-EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW
-2019): with ``G = X^T X`` the train split's movie co-occurrence counts
-(``X`` users x movies, 1 where the user rated the movie) and
-``P = (G + l2 I)^-1``, the item-item weights are ``B = -P / diag(P)`` with a
-zero diagonal. A user is scored by a weighted sum of their history movies'
-rows of ``B``; the weights favour recent ratings (a half-life in history
-positions) and high ratings. It needs only the history a request carries,
-so it serves users with no id in training (90% of the test users).
+Two tables over every rating before the test period (the train and eval
+splits; they are computed after training and rate nothing):
 
-On the RetrievalEvaluator's protocol (273 test users) it scores Recall@10
-0.121, Recall@100 0.493, NDCG@10 0.299 against the towers' 0.062, 0.341,
-0.214; docs/models.md lists what else was tried (cosine and conditional
-probability co-occurrence, RP3beta, sequential windows, blends with the
-towers and popularity).
+* EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW
+  2019): with ``G = X^T X`` the movie co-occurrence counts (``X`` users x
+  movies, 1 where the user rated the movie) and ``P = (G + l2 I)^-1``, the
+  item-item weights are ``B = -P / diag(P)`` with a zero diagonal;
+* a sequential table: how often each movie was rated within a few ratings
+  after each other one (``sequence_table``), which EASE's user-level counts
+  cannot tell from a rating months apart.
 
-Cost at N movies: the table is N x N float32 in the SavedModel (10 MB at
-ML-100K's 1,562; 400 MB at 10K) and the Trainer inverts an N x N matrix
+A user is scored by each table's weighted sum of their history movies'
+rows, the two standardized and blended (``ItemItemScorer``); the weights
+favour recent ratings (a half-life in history positions, short for the
+sequential table) and high ratings. It needs only the history a request
+carries, so it serves users with no id in training (90% of the test users).
+docs/models.md has what it scores on the RetrievalEvaluator's protocol and
+what else was tried.
+
+Cost at N movies: two N x N float32 tables in the SavedModel (20 MB at
+ML-100K's 1,625; 800 MB at 10K) and the Trainer inverts an N x N matrix
 (O(N^3): seconds at 10K). A request costs reading its T history rows of
-the table (a sparse [T] x [T, N] product). Past about 20K movies the
-dense table stops fitting a serving replica; docs/models.md says what
-replaces it.
+each table (a sparse [T] x [T, N] product each). Past about 20K movies the
+dense tables stop fitting a serving replica; docs/models.md says what
+replaces them.
 """
 from typing import Dict, Optional, Tuple
 
@@ -37,10 +41,10 @@ MAX_MOVIES = 20_000
 
 def ease_table(users: np.ndarray, movies: np.ndarray, num_movies: int, l2: float,
                max_movies: int = MAX_MOVIES) -> np.ndarray:
-  """The EASE item-item weights of the train split's ratings.
+  """The EASE item-item weights of a set of ratings.
 
   Args:
-    users, movies: int ids of each train rating (any user ids; movie ids are
+    users, movies: int ids of each rating (any user ids; movie ids are
       vocabulary ids, the most rated first). Movies at or past
       ``num_movies`` (OOV buckets) are left out.
     num_movies: the movie vocabulary size, without OOV buckets.
@@ -58,7 +62,7 @@ def ease_table(users: np.ndarray, movies: np.ndarray, num_movies: int, l2: float
   keep = (movies >= 0) & (movies < num_movies)
   users, movies = users[keep], movies[keep]
   if not len(users):
-    raise ValueError('No train ratings to compute the item-item table from: is the train split empty?')
+    raise ValueError('No ratings to compute the item-item table from: are the train and eval splits empty?')
   _, rows = np.unique(users, return_inverse=True)
   rated = sparse.csr_matrix((np.ones(len(rows)), (rows, movies)), shape=(int(rows.max()) + 1, num_movies))
   rated.data[:] = 1.0  # a user who rated a movie twice counts once
@@ -109,7 +113,7 @@ def tables_from_dataset(dataset: tf.data.Dataset, num_movies: int, l2: float, wi
     movies.append(np.ravel(batch[f.transformed_name(f.MOVIE_ID)]))
     histories.append(np.asarray(batch[f.transformed_name(f.HISTORY_MOVIE_IDS)]))
   if not users:
-    raise ValueError('The train split is empty: no ratings to compute the item-item tables from.')
+    raise ValueError('The dataset is empty: no ratings to compute the item-item tables from.')
   movies = np.concatenate(movies)
   return (ease_table(np.concatenate(users), movies, num_movies, l2),
           sequence_table(np.concatenate(histories), movies, num_movies, window))

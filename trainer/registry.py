@@ -33,10 +33,11 @@ class Entry:
     retrieves: it has query and candidate towers: ``recommend`` ranks by them
       and the model gets a ``retrieve`` signature.
     neighbours: it reads the kNN tables the Trainer computes from the train split.
-    item_item: ``recommend`` and ``retrieve`` rank by the EASE item-item table
-      of the user's history (trainer/item_item.py), which the Trainer computes
-      from the train split; its own scores are the fallback for a history with
-      no train movie. It must read the history lists.
+    item_item: ``recommend`` and ``retrieve`` rank by the item-item stage
+      over the user's history (trainer/item_item.py), whose tables the
+      Trainer computes from the train and eval splits; its own scores are the
+      fallback for a history with no movie in them. It must read the history
+      lists.
   """
   name: str
   build: Callable[[Any, VocabSize, Optional[Dict[str, 'np.ndarray']]], 'tf.keras.Model']

@@ -184,17 +184,22 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
             callbacks=[_EpochLogger(params.epochs), *_callbacks(params), *callbacks])
   if registry.get(params.model).item_item:
     with strategy.scope():
-      model.item_item = item_item_scorer(params, tf_transform_output, train)
+      model.item_item = item_item_scorer(params, tf_transform_output, train.concatenate(evaluation))
   return model
 
 
 def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
-                     train: tf.data.Dataset) -> item_item.ItemItemScorer:
-  """The item-item stage of ``recommend`` and ``retrieve`` (trainer/item_item.py), from the train split."""
+                     ratings: tf.data.Dataset) -> item_item.ItemItemScorer:
+  """The item-item stage of ``recommend`` and ``retrieve`` (trainer/item_item.py).
+
+  From every rating before the test period (``fit`` passes train and eval):
+  the tables are computed after training and rate nothing, so the eval
+  split's ratings reach neither the rating loss nor its early stopping.
+  """
   table, sequence = item_item.tables_from_dataset(
-      train, int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB)), params.item_item_l2,
+      ratings, int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB)), params.item_item_l2,
       params.item_item_sequence_window)
-  logging.info('Item-item tables (EASE and sequential): %d x %d movies from the train split.', *table.shape)
+  logging.info('Item-item tables (EASE and sequential): %d x %d movies.', *table.shape)
   return item_item.ItemItemScorer(table, sequence, half_life=params.item_item_half_life,
                                   sequence_half_life=params.item_item_sequence_half_life,
                                   sequence_weight=params.item_item_sequence_weight,

@@ -82,12 +82,17 @@ MOVIE_VOCAB = 'movie_id_vocab'
 GENDER_VOCAB = 'gender_vocab'
 OCCUPATION_VOCAB = 'occupation_vocab'
 
-# Out-of-vocabulary buckets: ids Transform did not see in train land here.
+# The splits Transform's analyzers read (vocabularies, means, z-scores):
+# everything before the test period, so a movie first rated in the eval
+# period has its own id and is in the catalog. No analyzer reads a rating.
+ANALYZED_SPLITS = ('train', 'eval')
+_ANALYZED = ' and '.join(ANALYZED_SPLITS)
+# Out-of-vocabulary buckets: ids Transform did not see in the analyzed splits land here.
 OOV_BUCKETS = 1
 
 
 TITLE_VOCAB = 'title_token_vocab'
-# One line per train movie, most rated first: the catalog a top-K
+# One line per movie of the analyzed splits, most rated first: the catalog a top-K
 # recommendation scores. Fields are joined with CATALOG_SEPARATOR: movie id,
 # title, genres joined with '|', release year ('' when unknown).
 CATALOG_VOCAB = 'movie_catalog'
@@ -98,10 +103,11 @@ HISTORY_PAD_ID = -1
 
 # Slice features: Transform outputs that no model reads, for the Evaluator's
 # slices (TFMA gets them from the ``transform_features`` signature).
-# NEW_USER: 1 when the user is not in the train vocabulary (cold start).
+# NEW_USER: 1 when the user is not in the vocabulary: no rating before the
+# test period (cold start).
 NEW_USER = 'new_user'
-# MOVIE_POPULARITY: 0 head, 1 torso, 2 tail, by the movie's rank in the train
-# vocabulary (most rated first). Head is the top POPULARITY_EDGES[0] of train
+# MOVIE_POPULARITY: 0 head, 1 torso, 2 tail, by the movie's rank in the
+# vocabulary (most rated first). Head is the top POPULARITY_EDGES[0] of its
 # movies, torso up to POPULARITY_EDGES[1], tail the rest and unseen movies.
 # On ML-100K's seed split the head's 10% of movies get 42% of train ratings,
 # the torso's 40% get 50%, the tail 8%.
@@ -221,7 +227,7 @@ FEATURES: Tuple[Feature, ...] = (
     Feature(USER_ID, 'string', SCALAR, USER, 'MovieLens user id, e.g. "196"', unknown='',
             becomes='the out-of-vocabulary bucket (a user not seen in training)', group='user'),
     Feature(USER_AGE, 'int64', SCALAR, USER, 'age in years', valid_range=AGE_RANGE, unknown=0,
-            becomes='the mean age of the train split (a Transform analyzer)', group='age'),
+            becomes=f'the mean age of the {_ANALYZED} splits (a Transform analyzer)', group='age'),
     Feature(USER_GENDER, 'string', SCALAR, USER, '"M" or "F"', domain=GENDERS, unknown='',
             becomes='the out-of-vocabulary bucket', group='gender'),
     Feature(USER_OCCUPATION, 'string', SCALAR, USER, 'one of u.occupation, e.g. "technician"', unknown='',
@@ -241,7 +247,7 @@ FEATURES: Tuple[Feature, ...] = (
             becomes='no genre', max_values=len(GENRE_NAMES), group='genres'),
     Feature(RELEASE_YEAR, 'int64', OPTIONAL, MOVIE, 'release year; absent when u.item has no date',
             valid_range=RELEASE_YEAR_RANGE, unknown=0,
-            becomes='the mean year of the train split, with release_year_known 0', group='movie'),
+            becomes=f'the mean year of the {_ANALYZED} splits, with release_year_known 0', group='movie'),
     Feature(MOVIE_RATING_COUNT, 'int64', SCALAR, MOVIE,
             'ratings the movie had strictly before this one, by anyone (a live statistic)',
             valid_range=(0, 2**31 - 1), unknown=0, becomes='the learned movie bias alone', group='movie statistics'),
@@ -256,9 +262,9 @@ FEATURES: Tuple[Feature, ...] = (
 _xf = transformed_name
 OUTPUTS: Tuple[Output, ...] = (
     Output(_xf(USER_ID), (USER_ID,), 'user vocabulary id (frequency-ranked, OOV last)'),
-    Output(_xf(NEW_USER), (USER_ID,), '1 when the user is not in the train vocabulary', slice_only=True),
+    Output(_xf(NEW_USER), (USER_ID,), '1 when the user is not in the vocabulary', slice_only=True),
     Output(_xf(MOVIE_ID), (MOVIE_ID,), 'movie vocabulary id, 0 the most rated'),
-    Output(_xf(MOVIE_POPULARITY), (MOVIE_ID,), '0 head, 1 torso, 2 tail by train rank', slice_only=True),
+    Output(_xf(MOVIE_POPULARITY), (MOVIE_ID,), '0 head, 1 torso, 2 tail by vocabulary rank', slice_only=True),
     Output(_xf(HISTORY_MOVIE_IDS), (HISTORY_MOVIE_IDS,),
            f'history movie vocabulary ids [B, {HISTORY_LENGTH}], padded with {HISTORY_PAD_ID}'),
     Output(_xf(HISTORY_RATINGS), (HISTORY_MOVIE_IDS, HISTORY_RATINGS),
@@ -266,13 +272,13 @@ OUTPUTS: Tuple[Output, ...] = (
     Output(_xf(TITLE_TOKENS), (MOVIE_TITLE,), f'title word ids [B, {TITLE_TOKEN_COUNT}], padded with {HISTORY_PAD_ID}'),
     Output(_xf(USER_GENDER), (USER_GENDER,), 'gender vocabulary id'),
     Output(_xf(USER_OCCUPATION), (USER_OCCUPATION,), 'occupation vocabulary id'),
-    Output(_xf(USER_AGE), (USER_AGE,), 'age, z-scored on train'),
+    Output(_xf(USER_AGE), (USER_AGE,), f'age, z-scored on {_ANALYZED}'),
     Output(_xf(AGE_BUCKET), (USER_AGE,), f'age bucket by {AGE_BOUNDARIES}'),
     Output(_xf(GENRES), (GENRES,), f'multi-hot genres [B, {len(GENRE_NAMES)}]'),
-    Output(_xf(RELEASE_YEAR), (RELEASE_YEAR,), 'release year, z-scored on train'),
+    Output(_xf(RELEASE_YEAR), (RELEASE_YEAR,), f'release year, z-scored on {_ANALYZED}'),
     Output(_xf(RELEASE_YEAR_KNOWN), (RELEASE_YEAR,), '1 when the release year is known'),
     Output(_xf(WEEKDAY), (TIMESTAMP,), 'day of week, 0 = Monday (UTC)', slice_only=True),
-    Output(_xf(MOVIE_AGE), (TIMESTAMP, RELEASE_YEAR), "the movie's age at rating time, z-scored on train"),
+    Output(_xf(MOVIE_AGE), (TIMESTAMP, RELEASE_YEAR), f"the movie's age at rating time, z-scored on {_ANALYZED}"),
     Output(_xf(MOVIE_RATING_COUNT), (MOVIE_RATING_COUNT,), 'live rating count, unscaled'),
     Output(_xf(MOVIE_RATING_MEAN), (MOVIE_RATING_MEAN,), 'live rating mean, unscaled'),
     Output(LABEL_KEY, (RATING,), 'the label'),

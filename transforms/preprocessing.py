@@ -31,7 +31,7 @@ def _dense(x, default):
 
 
 def _ids(x, vocab_filename):
-  """Maps strings to integer ids from a train-split vocabulary plus OOV buckets."""
+  """Maps strings to integer ids from a vocabulary of the analyzed splits plus OOV buckets."""
   return tft.compute_and_apply_vocabulary(x, num_oov_buckets=f.OOV_BUCKETS, vocab_filename=vocab_filename)
 
 
@@ -84,7 +84,7 @@ def _popularity(movie_ids, vocab_size):
 
 
 def _catalog(inputs):
-  """Writes the movie catalog vocabulary (f.CATALOG_VOCAB) from train rows.
+  """Writes the movie catalog vocabulary (f.CATALOG_VOCAB) from the analyzed rows.
 
   It is an asset of the Transform graph, so a model that carries the graph
   carries its catalog; the trainer reads it to build top-K recommendations.
@@ -115,7 +115,7 @@ def _fill_unknowns(inputs):
   Only the numbers need work here: an unknown string is out of vocabulary
   and an empty list is an empty history by construction, and a live movie
   statistic of 0 is read by the model as "no statistic". ``user_age`` 0
-  becomes the mean age of the train split (an analyzer over the known ages,
+  becomes the mean age of the analyzed splits (an analyzer over the known ages,
   so it comes from the data) and ``timestamp`` 0 the time of the call.
   Returns dense rank-1 ``user_age`` (float) and ``timestamp`` (int64).
   """
@@ -131,7 +131,7 @@ def _fill_unknowns(inputs):
 
 # TFX Transform calls this.
 def preprocessing_fn(inputs):
-  """Builds the transformed features; analyzers run on the train split only.
+  """Builds the transformed features; analyzers run on ``features.ANALYZED_SPLITS`` only.
 
   Args:
     inputs: raw features keyed by the names in ``transforms.features``.
@@ -145,7 +145,7 @@ def preprocessing_fn(inputs):
   out[_xf(f.USER_ID)] = _ids(user_ids, f.USER_VOCAB)
   out[_xf(f.NEW_USER)] = tf.cast(
       out[_xf(f.USER_ID)] >= tft.experimental.get_vocabulary_size_by_name(f.USER_VOCAB), tf.int64)
-  # Ranked by frequency: id 0 is the most rated train movie.
+  # Ranked by frequency: id 0 is the most rated movie of the analyzed splits.
   movie_ids = _dense(inputs[f.MOVIE_ID], '')
   movie_vocab = tft.vocabulary(movie_ids, vocab_filename=f.MOVIE_VOCAB)
   out[_xf(f.MOVIE_ID)] = tft.apply_vocabulary(movie_ids, movie_vocab, num_oov_buckets=f.OOV_BUCKETS)
@@ -163,7 +163,7 @@ def preprocessing_fn(inputs):
 
   out[_xf(f.GENRES)] = _multi_hot_genres(inputs[f.GENRES])
 
-  # A movie with no release date (u.item lists one) gets the train mean year,
+  # A movie with no release date (u.item lists one) gets the analyzed splits' mean year,
   # and a flag so the model can tell it apart.
   year_raw = inputs[f.RELEASE_YEAR]
   known = tf.not_equal(_dense(year_raw, -1), -1)
