@@ -114,3 +114,34 @@ def test_history_model_fits_with_neighbours_and_serves_what_it_computes(tiny_tra
   model.neighbour_weight.assign(0.0)
   assert np.abs(model(data).numpy() - served).max() > 1e-4
   model.neighbour_weight.assign(weight)
+
+
+def test_refresh_replaces_the_tables_and_refuses_another_vocabulary(ratings):
+  users, movies, values = ratings
+  half = len(users) // 2
+  layer = similarity.Similarity(similarity.neighbour_statistics(users[:half], movies[:half], values[:half], 41, 13))
+  before = _layer_similarity(layer, 2, [0, 1, 5])
+  everything = similarity.neighbour_statistics(users, movies, values, 41, 13)
+  layer.refresh(everything)
+  np.testing.assert_allclose(_layer_similarity(layer, 2, [0, 1, 5]),
+                             _layer_similarity(similarity.Similarity(everything), 2, [0, 1, 5]), rtol=1e-6)
+  assert np.abs(_layer_similarity(layer, 2, [0, 1, 5]) - before).max() > 1e-3
+  with pytest.raises(ValueError, match='another vocabulary'):
+    layer.refresh(similarity.neighbour_statistics(users, movies, values, 41, 14))
+
+
+def test_fit_serves_with_the_tables_of_train_and_eval(tiny_transform):
+  """Trained with the train split's tables; once fit returns, they hold the eval ratings too."""
+  out_dir, _, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
+  half = len(transformed) // 2
+  train, evaluation = (tf.data.Dataset.from_tensor_slices({k: v[s] for k, v in data.items()}).batch(32)
+                       for s in (slice(None, half), slice(half, None)))
+  params = hp.resolve({'hparams': {'model': 'history_ranking', 'embedding_dim': 8, 'layer_sizes': '16',
+                                   'epochs': 1, 'early_stopping_patience': 0}})
+  model = task.fit(params, output, train, evaluation)
+  both = task.neighbour_statistics(params, output, train.concatenate(evaluation))
+  train_only = task.neighbour_statistics(params, output, train)
+  np.testing.assert_allclose(model.similarity.tables['co_raters'].numpy(), both['co_raters'])
+  assert np.abs(both['co_raters'] - train_only['co_raters']).max() >= 1

@@ -87,7 +87,8 @@ class HistoryRankingModel(base.Model):
     ``sum(s_h c_h) / (sum|s_h| + NEIGHBOUR_DAMPING)``, with ``c_h`` the
     history rating's residual after the movie and user biases and ``s_h``
     the candidate's similarity to movie ``h``, from co-ratings in the train
-    split (``trainer.similarity.Similarity``); ``w`` is learned. It is what
+    split (train and eval once trained: ``trainer.task.fit``;
+    ``trainer.similarity.Similarity``); ``w`` is learned. It is what
     takes the model below 0.95 (docs/models.md);
   * ``f`` is an MLP over DCN-v2 crosses (Wang et al. 2021,
     https://arxiv.org/abs/2008.13535) of the candidate movie's embedding,

@@ -48,6 +48,11 @@ class MultitaskModel(base.Model):
     self.rating_weight = rating_weight
     self.retrieval_weight = retrieval_weight
 
+  @property
+  def similarity(self):
+    """The rating model's kNN layer (``trainer.similarity.Similarity``), or None."""
+    return self.ranking.similarity
+
   def call(self, features: Dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
     return self.ranking(features, training=training)
 
