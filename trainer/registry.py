@@ -97,8 +97,8 @@ MODELS: Dict[str, Entry] = {e.name: e for e in (
     # Retrieval weight 3 (single seed, make bench-quality's split): RMSE
     # 0.9538 and Recall@100 0.356; weight 1: 0.9530 and 0.333; 0.1: 0.9542
     # and 0.304.
-    # Its lists come from the item-item table: Recall@100 0.493 against the
-    # towers' 0.341 on the RetrievalEvaluator's protocol (docs/models.md).
+    # Its lists come from the item-item stage: Recall@100 0.534 against the
+    # towers' 0.355 on the RetrievalEvaluator's protocol (docs/models.md).
     Entry('multitask', _multitask, {**_HISTORY_DEFAULTS, 'retrieval_weight': 3.0}, rates=True, retrieves=True,
           neighbours=True, item_item=True),
     # Two towers, full catalogue softmax; stops on the eval softmax loss.

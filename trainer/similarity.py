@@ -12,11 +12,12 @@ The tables are computed by the Trainer, in memory, from the transformed
 train split (65k ratings: about a second) for training; once trained
 (early stopping included), the model gets the tables of the train and eval
 splits (``Similarity.refresh``), since what it scores comes after both:
-test RMSE 0.9439 -> 0.9415 (docs/models.md). They are saved in the
-SavedModel as non-trainable weights, so serving needs nothing beyond the
-history a request carries, and training and serving compute the term with
-the same graph. The movie vocabulary is ranked by train frequency, so the tables
-cover the ``max_movies`` most-rated movies; the rest have similarity 0.
+``multitask``'s test RMSE 0.9439 -> 0.9416 (docs/models.md). They are
+saved in the SavedModel as non-trainable weights, so serving needs nothing
+beyond the history a request carries, and training and serving compute the
+term with the same graph. The movie vocabulary is ranked by frequency, so
+the tables cover the ``max_movies`` most-rated movies; the rest have
+similarity 0.
 """
 from typing import Dict, Optional, Tuple
 
