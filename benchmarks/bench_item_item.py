@@ -23,10 +23,11 @@ from typing import Dict, List  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import sparse  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from benchmarks import bench_quality  # noqa: E402
 from components.retrieval_evaluator import protocol  # noqa: E402
-from trainer import hparams, item_item  # noqa: E402
+from trainer import hparams, item_item, sequential  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
@@ -43,7 +44,7 @@ class Data:
   def __init__(self, splits: Dict[str, Dict[str, list]]):
     self.splits, test = splits, splits['test']
     self.ratings = {k: sum((splits[s][k] for s in f.ANALYZED_SPLITS), [])
-                    for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP, f.HISTORY_MOVIE_IDS)}
+                    for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)}
     everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
     self.cases = protocol.retrieval_cases(everything, test)
     self.test_start = min(test[f.TIMESTAMP])
@@ -75,6 +76,22 @@ class Data:
       out[r, :len(ids)] = [self.index.get(m, len(self.movies)) for m in ids]
     return out
 
+  @staticmethod
+  def padded_ratings(ratings: List[List[float]]) -> np.ndarray:
+    """float32 [R, HISTORY_LENGTH]: history ratings aligned with ``padded``'s ids."""
+    out = np.zeros((len(ratings), f.HISTORY_LENGTH), np.float32)
+    for r, values in enumerate(ratings):
+      values = values[-f.HISTORY_LENGTH:]
+      out[r, :len(values)] = values
+    return out
+
+  def sequence_model(self, params: hparams.HParams) -> sequential.SequenceModel:
+    """``sequential.fit`` on the ratings, as the Trainer fits it."""
+    return sequential.fit(self.padded(self.ratings[f.HISTORY_MOVIE_IDS]),
+                          self.padded_ratings(self.ratings[f.HISTORY_RATINGS]),
+                          np.array([self.index[m] for m in self.ratings[f.MOVIE_ID]]), len(self.movies),
+                          params.item_item_model_dim, params.item_item_model_epochs, params.seed)
+
   def sequence_table(self, window: int) -> np.ndarray:
     """``item_item.sequence_table``, as the Trainer computes it."""
     return item_item.sequence_table(self.padded(self.ratings[f.HISTORY_MOVIE_IDS]),
@@ -85,11 +102,7 @@ class Data:
     """[cases, movies]: what the shipped ``ItemItemScorer`` gives each case's query history."""
     test = self.splits['test']
     ids = self.padded([test[f.HISTORY_MOVIE_IDS][i] for i, _, _ in self.cases])
-    ratings = np.zeros(ids.shape, np.float32)
-    for r, (i, _, _) in enumerate(self.cases):
-      values = test[f.HISTORY_RATINGS][i][-f.HISTORY_LENGTH:]
-      ratings[r, :len(values)] = values
-    return scorer(ids, ratings).numpy()
+    return scorer(ids, self.padded_ratings([test[f.HISTORY_RATINGS][i] for i, _, _ in self.cases])).numpy()
 
   def user_scores(self, table: np.ndarray, half_life=None, rating_weight=0.0) -> np.ndarray:
     """[cases, movies]: each case's history rows of ``table``, weighted as ``ItemItemScorer`` weighs them."""
@@ -121,7 +134,7 @@ def cooccurrence(data: Data, alpha: float, beta: float) -> np.ndarray:
   return counts / (n[:, None] ** alpha * n[None, :] ** beta)
 
 
-def sequential(data: Data, window: int, alpha=0.5, beta=0.5) -> np.ndarray:
+def time_ordered_cooccurrence(data: Data, window: int, alpha=0.5, beta=0.5) -> np.ndarray:
   """Co-occurrence of h and a movie the user rated within ``window`` ratings after it (in time)."""
   by_user = collections.defaultdict(list)
   for u, m, t in zip(data.ratings[f.USER_ID], data.ratings[f.MOVIE_ID], data.ratings[f.TIMESTAMP]):
@@ -184,11 +197,14 @@ def main(argv=None):
   before = dict(half_life=3.5, rating_weight=params.item_item_rating_weight)  # the stage before the sequential table
   ease = item_item.ease_table(data.users, data.items, len(data.movies), l2=params.item_item_l2)
   sequence = data.sequence_table(params.item_item_sequence_window)
+  tf.keras.utils.set_random_seed(params.seed)
+  model = data.sequence_model(params)
 
   def scorer(table=ease, **overrides):
     config = dict(half_life=params.item_item_half_life, sequence_half_life=params.item_item_sequence_half_life,
-                  sequence_weight=params.item_item_sequence_weight, rating_weight=params.item_item_rating_weight)
-    return data.scorer_scores(item_item.ItemItemScorer(table, sequence, **{**config, **overrides}))
+                  sequence_weight=params.item_item_sequence_weight, model_weight=params.item_item_model_weight,
+                  rating_weight=params.item_item_rating_weight)
+    return data.scorer_scores(item_item.ItemItemScorer(table, sequence, model, **{**config, **overrides}))
 
   methods = {'popularity': lambda: data.score(protocol.popularity_lists(data.everything, data.test_start, data.cases))}
 
@@ -200,7 +216,7 @@ def main(argv=None):
                                                                                 **before))
   add('conditional probability P(j given h)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.0), **before))
   add('P(j given h) / n_j^0.5 (popularity damping)', lambda: data.user_scores(cooccurrence(data, 1.0, 0.5), **before))
-  add('sequential co-occurrence, window 20', lambda: data.user_scores(sequential(data, 20), **before))
+  add('sequential co-occurrence, window 20', lambda: data.user_scores(time_ordered_cooccurrence(data, 20), **before))
   add('RP3beta, beta 0.5', lambda: data.user_scores(rp3beta(data, 0.5), **before))
   for l2 in (300.0, 3000.0):
     add(f'EASE l2 {l2:g}', lambda l2=l2: data.user_scores(item_item.ease_table(data.users, data.items,
@@ -211,16 +227,25 @@ def main(argv=None):
       + zscore(data.user_scores(rp3beta(data, 0.5), **before)))
   popularity = np.log1p(np.tile(data.count, (len(data.cases), 1)))
   add('EASE + 0.3 popularity (z-scores)', lambda: zscore(data.user_scores(ease, **before)) + 0.3 * zscore(popularity))
-  add(f'EASE, half-life {params.item_item_half_life:g}', lambda: scorer(sequence_weight=0.0))
+  add(f'EASE, half-life {params.item_item_half_life:g}', lambda: scorer(sequence_weight=0.0, model_weight=0.0))
   add(f'sequential table alone (window {params.item_item_sequence_window}, half-life '
       f'{params.item_item_sequence_half_life:g})',
       lambda: data.user_scores(sequence, half_life=params.item_item_sequence_half_life,
                                rating_weight=params.item_item_rating_weight))
-  add('EASE half-life 3.5 + 0.5 sequential', lambda: scorer(half_life=3.5))
-  add('EASE + 1.0 sequential', lambda: scorer(sequence_weight=1.0))
-  add(f'EASE + {params.item_item_sequence_weight:g} sequential (shipped)', scorer)
-  add('deliberately weak: EASE l2 0.001, no sequential (tests/test_pipeline_e2e.py)',
-      lambda: scorer(item_item.ease_table(data.users, data.items, len(data.movies), l2=1e-3), sequence_weight=0.0))
+  add('EASE half-life 3.5 + 0.5 sequential', lambda: scorer(half_life=3.5, model_weight=0.0))
+  add('EASE + 1.0 sequential', lambda: scorer(sequence_weight=1.0, model_weight=0.0))
+  add(f'EASE + {params.item_item_sequence_weight:g} sequential', lambda: scorer(model_weight=0.0))
+  add(f'sequence model alone ({params.item_item_model_epochs} epochs)', lambda: model(
+      data.padded([data.splits['test'][f.HISTORY_MOVIE_IDS][i] for i, _, _ in data.cases]),
+      data.padded_ratings([data.splits['test'][f.HISTORY_RATINGS][i] for i, _, _ in data.cases])).numpy())
+  for weight in (0.5, 2.0):
+    add(f'EASE + {params.item_item_sequence_weight:g} sequential + {weight:g} sequence model',
+        lambda weight=weight: scorer(model_weight=weight))
+  add(f'EASE + {params.item_item_sequence_weight:g} sequential + {params.item_item_model_weight:g} sequence model '
+      '(shipped)', scorer)
+  add('deliberately weak: EASE l2 0.001 alone (tests/test_pipeline_e2e.py)',
+      lambda: scorer(item_item.ease_table(data.users, data.items, len(data.movies), l2=1e-3), sequence_weight=0.0,
+                     model_weight=0.0))
   results = {}
   for name, run in methods.items():
     results[name] = {k: run_result for k, run_result in run().items() if k in KEYS}

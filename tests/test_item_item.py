@@ -62,7 +62,8 @@ def test_sequence_table_counts_the_recent_history_of_each_rating_divided_by_the_
 
 
 def _scorer(table, sequence=None, **overrides):
-  config = dict(half_life=2.0, sequence_half_life=1.0, sequence_weight=0.0, rating_weight=0.5, rating_center=3.0)
+  config = dict(half_life=2.0, sequence_half_life=1.0, sequence_weight=0.0, model_weight=0.0, rating_weight=0.5,
+                rating_center=3.0)
   return item_item.ItemItemScorer(table, np.zeros_like(table) if sequence is None else sequence,
                                   **{**config, **overrides})
 
@@ -98,7 +99,7 @@ def test_scorer_adds_the_sequential_scores_with_their_own_half_life_and_weight()
 def test_scorer_refuses_tables_of_another_size():
   with pytest.raises(ValueError, match='sequence table is'):
     item_item.ItemItemScorer(np.zeros((3, 3), np.float32), np.zeros((4, 4), np.float32), half_life=1.0,
-                             sequence_half_life=1.0, sequence_weight=1.0, rating_weight=0.0)
+                             sequence_half_life=1.0, sequence_weight=1.0, model_weight=0.0, rating_weight=0.0)
 
 
 def test_a_history_without_train_movies_falls_back_to_the_models_scores():

@@ -43,13 +43,18 @@ class HParams:
   # positions for the EASE and the sequential table; the sequential scores'
   # weight next to EASE's; how many of a rating's most recent history
   # entries the sequential table counts; what each star above the middle
-  # of the rating range adds to a rating's weight.
+  # of the rating range adds to a rating's weight; the sequence model's
+  # (trainer/sequential.py) weight (0 leaves it out, untrained), width and
+  # passes over the ratings.
   item_item_l2: float = 1000.0
   item_item_half_life: float = 8.0
   item_item_sequence_half_life: float = 1.0
   item_item_sequence_weight: float = 0.5
   item_item_sequence_window: int = 20
   item_item_rating_weight: float = 0.5
+  item_item_model_weight: float = 1.0
+  item_item_model_dim: int = 64
+  item_item_model_epochs: int = 5
   epochs: int = 50
   batch_size: int = 8192
   # Stop when eval RMSE has not improved for this many epochs (0: never) and

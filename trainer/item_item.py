@@ -26,7 +26,7 @@ each table (a sparse [T] x [T, N] product each). Past about 20K movies the
 dense tables stop fitting a serving replica; docs/models.md says what
 replaces them.
 """
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional
 
 import numpy as np
 from scipy import sparse
@@ -104,28 +104,35 @@ def sequence_table(history_ids: np.ndarray, movies: np.ndarray, num_movies: int,
   return (counts / np.sqrt(rated[:, None] * rated[None, :])).astype(np.float32)
 
 
-def tables_from_dataset(dataset: tf.data.Dataset, num_movies: int, l2: float, window: int) -> Tuple[np.ndarray,
-                                                                                                     np.ndarray]:
-  """``ease_table`` and ``sequence_table`` of the ratings in a transformed dataset (batches of feature dicts)."""
-  users, movies, histories = [], [], []
+class Ratings(NamedTuple):
+  """The columns of a transformed dataset the item-item stage is computed from."""
+  users: np.ndarray  # [R] user vocabulary ids
+  movies: np.ndarray  # [R] movie vocabulary ids
+  history_ids: np.ndarray  # [R, T] as ItemItemScorer takes them
+  history_ratings: np.ndarray  # [R, T]
+
+
+def ratings_of(dataset: tf.data.Dataset) -> Ratings:
+  """``Ratings`` of a transformed dataset (batches of feature dicts)."""
+  columns = {name: [] for name in Ratings._fields}
   for batch in dataset:
-    users.append(np.ravel(batch[f.transformed_name(f.USER_ID)]))
-    movies.append(np.ravel(batch[f.transformed_name(f.MOVIE_ID)]))
-    histories.append(np.asarray(batch[f.transformed_name(f.HISTORY_MOVIE_IDS)]))
-  if not users:
-    raise ValueError('The dataset is empty: no ratings to compute the item-item tables from.')
-  movies = np.concatenate(movies)
-  return (ease_table(np.concatenate(users), movies, num_movies, l2),
-          sequence_table(np.concatenate(histories), movies, num_movies, window))
+    columns['users'].append(np.ravel(batch[f.transformed_name(f.USER_ID)]))
+    columns['movies'].append(np.ravel(batch[f.transformed_name(f.MOVIE_ID)]))
+    columns['history_ids'].append(np.asarray(batch[f.transformed_name(f.HISTORY_MOVIE_IDS)]))
+    columns['history_ratings'].append(np.asarray(batch[f.transformed_name(f.HISTORY_RATINGS)]))
+  if not columns['users']:
+    raise ValueError('The dataset is empty: no ratings to compute the item-item stage from.')
+  return Ratings(**{name: np.concatenate(values) for name, values in columns.items()})
 
 
 class ItemItemScorer(tf.keras.layers.Layer):
   """Scores every movie for each user from their history and two item-item tables.
 
-  ``score(u) = z(sum_t w_t E[h_t]) + sequence_weight * z(sum_t v_t S[h_t])``
-  over the history movies ``h_t``: ``E`` the EASE table (``ease_table``),
-  ``S`` the sequential one (``sequence_table``), ``z`` a standardization
-  over the movies of each row (the two tables' scores are on different
+  ``score(u) = z(sum_t w_t E[h_t]) + sequence_weight * z(sum_t v_t S[h_t])
+  + model_weight * z(M(h))`` over the history movies ``h_t``: ``E`` the EASE
+  table (``ease_table``), ``S`` the sequential one (``sequence_table``),
+  ``M`` a ``trainer.sequential.SequenceModel`` (optional), ``z`` a
+  standardization over the movies of each row (the scores are on different
   scales). Each entry weighs ``0.5 ** (age_t / half_life) * max(0, 1 +
   rating_weight * (r_t - rating_center))``, with ``age_t`` 0 for the most
   recent rating; ``w_t`` and ``v_t`` differ only in their half-lives.
@@ -137,8 +144,10 @@ class ItemItemScorer(tf.keras.layers.Layer):
     table, sequence: float32 [N, N] the EASE and sequential tables, or None
       to start at zeros (a load restores the saved values); then
       ``num_movies`` gives N.
-    half_life, sequence_half_life, sequence_weight, rating_weight: as
-      ``HParams.item_item_*`` (trainer/hparams.py) describes them.
+    model: the sequence model over the same vocabulary, or None.
+    half_life, sequence_half_life, sequence_weight, model_weight,
+      rating_weight: as ``HParams.item_item_*`` (trainer/hparams.py)
+      describes them; ``model_weight`` is 0 without a model.
     rating_center: the rating with weight 1 (the middle of the rating range).
 
   Call args:
@@ -150,14 +159,17 @@ class ItemItemScorer(tf.keras.layers.Layer):
     float32 [B, N] scores, row j being movie vocabulary id j.
   """
 
-  def __init__(self, table: Optional[np.ndarray] = None, sequence: Optional[np.ndarray] = None, *,
-               half_life: float, sequence_half_life: float, sequence_weight: float, rating_weight: float,
-               num_movies: Optional[int] = None, rating_center: float = float(np.mean(f.RATING_RANGE)), **kwargs):
+  def __init__(self, table: Optional[np.ndarray] = None, sequence: Optional[np.ndarray] = None,
+               model: Optional[tf.keras.layers.Layer] = None, *, half_life: float, sequence_half_life: float,
+               sequence_weight: float, model_weight: float, rating_weight: float, num_movies: Optional[int] = None,
+               rating_center: float = float(np.mean(f.RATING_RANGE)), **kwargs):
     super().__init__(**kwargs)
     self.num_movies = int(table.shape[0] if table is not None else num_movies)
     self.half_life = float(half_life)
     self.sequence_half_life = float(sequence_half_life)
     self.sequence_weight = float(sequence_weight)
+    self.model = model
+    self.model_weight = float(model_weight) if model is not None else 0.0
     self.rating_weight = float(rating_weight)
     self.rating_center = float(rating_center)
     self.table = self._table('table', table)
@@ -200,6 +212,8 @@ class ItemItemScorer(tf.keras.layers.Layer):
     if self.sequence_weight:
       weights = self.weights_of(history_ids, history_ratings, self.sequence_half_life)
       scores += self.sequence_weight * _standardize(self._votes(history_ids, weights, self.sequence))
+    if self.model_weight:
+      scores += self.model_weight * _standardize(self.model(history_ids, history_ratings))
     return scores
 
   def has_history(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
@@ -209,6 +223,7 @@ class ItemItemScorer(tf.keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), 'num_movies': self.num_movies, 'half_life': self.half_life,
             'sequence_half_life': self.sequence_half_life, 'sequence_weight': self.sequence_weight,
+            'model_weight': self.model_weight,
             'rating_weight': self.rating_weight, 'rating_center': self.rating_center}
 
 

@@ -23,7 +23,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from contract import names  # noqa: E402
 
 from trainer import hparams as hp  # noqa: E402
-from trainer import distribution, explain, item_item, registry, similarity  # noqa: E402
+from trainer import distribution, explain, item_item, registry, sequential, similarity  # noqa: E402
 from trainer.signatures import make_serving_signatures, save_model  # noqa: E402
 from transforms import features as f  # noqa: E402
 
@@ -201,13 +201,19 @@ def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOut
   the tables are computed after training and rate nothing, so the eval
   split's ratings reach neither the rating loss nor its early stopping.
   """
-  table, sequence = item_item.tables_from_dataset(
-      ratings, int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB)), params.item_item_l2,
-      params.item_item_sequence_window)
+  rows = item_item.ratings_of(ratings)
+  movies = int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB))
+  table = item_item.ease_table(rows.users, rows.movies, movies, params.item_item_l2)
+  sequence = item_item.sequence_table(rows.history_ids, rows.movies, movies, params.item_item_sequence_window)
   logging.info('Item-item tables (EASE and sequential): %d x %d movies.', *table.shape)
-  return item_item.ItemItemScorer(table, sequence, half_life=params.item_item_half_life,
+  model = None
+  if params.item_item_model_weight:
+    model = sequential.fit(rows.history_ids, rows.history_ratings, rows.movies, movies, params.item_item_model_dim,
+                           params.item_item_model_epochs, params.seed)
+  return item_item.ItemItemScorer(table, sequence, model, half_life=params.item_item_half_life,
                                   sequence_half_life=params.item_item_sequence_half_life,
                                   sequence_weight=params.item_item_sequence_weight,
+                                  model_weight=params.item_item_model_weight,
                                   rating_weight=params.item_item_rating_weight, name='item_item')
 
 

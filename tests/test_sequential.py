@@ -1,0 +1,70 @@
+"""The item-item stage's sequence model: what it learns, what it ignores, its place in the blend, a save round trip."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import item_item, sequential
+from transforms import features as f
+
+pytestmark = pytest.mark.unit
+
+PAD = f.HISTORY_PAD_ID
+MOVIES = 12
+
+
+def _chains(rows=600, length=6, seed=0):
+  """Users who rate movies in a fixed cycle: the movie after k is always k + 1 (mod MOVIES)."""
+  rng = np.random.default_rng(seed)
+  starts = rng.integers(0, MOVIES, rows)
+  lengths = rng.integers(1, length + 1, rows)
+  ids = np.full((rows, f.HISTORY_LENGTH), PAD, np.int64)
+  for r, (start, n) in enumerate(zip(starts, lengths)):
+    ids[r, :n] = (start + np.arange(n)) % MOVIES
+  ratings = np.where(ids != PAD, rng.integers(1, 6, ids.shape), 0).astype(np.float32)
+  movies = (starts + lengths) % MOVIES
+  return ids, ratings, movies
+
+
+def test_the_model_learns_which_movie_comes_next():
+  tf.keras.utils.set_random_seed(0)
+  ids, ratings, movies = _chains(rows=2000)
+  model = sequential.fit(ids, ratings, movies, MOVIES, dim=16, epochs=20, seed=0)
+  test_ids, test_ratings, test_movies = _chains(rows=50, seed=1)
+  best = np.argmax(model(test_ids, test_ratings).numpy(), axis=1)
+  assert np.mean(best == test_movies) > 0.8  # chance: 1 in 12
+
+
+def test_padding_and_unknown_movies_change_nothing_and_training_skips_rows_without_a_known_history():
+  tf.keras.utils.set_random_seed(0)
+  model = sequential.SequenceModel(MOVIES, dim=8)
+  short = model(tf.constant([[3, 4]], tf.int64), tf.constant([[4.0, 2.0]])).numpy()
+  padded = model(tf.constant([[3, 4, PAD, PAD]], tf.int64), tf.constant([[4.0, 2.0, 0.0, 0.0]])).numpy()
+  np.testing.assert_allclose(short, padded, rtol=1e-5, atol=1e-6)
+  assert short.shape == (1, MOVIES)
+  ids = np.array([[3, PAD], [40, PAD], [3, 4]])  # 40: an OOV id
+  rows = sequential.training_rows(ids, np.ones(ids.shape), np.array([4, 5, 99]), MOVIES)
+  np.testing.assert_array_equal(rows[0], ids[:1])  # the OOV-only history and the OOV target are left out
+  with pytest.raises(ValueError, match='No rating'):
+    sequential.fit(ids[1:2], np.ones((1, 2)), np.array([5]), MOVIES, dim=8, epochs=1, seed=0)
+
+
+def test_the_scorer_adds_the_models_standardized_scores_and_survives_a_saved_model_round_trip(tmp_path):
+  tf.keras.utils.set_random_seed(0)
+  rng = np.random.default_rng(0)
+  table, sequence = rng.random((MOVIES, MOVIES)).astype(np.float32), rng.random((MOVIES, MOVIES)).astype(np.float32)
+  model = sequential.SequenceModel(MOVIES, dim=8)
+  config = dict(half_life=4.0, sequence_half_life=1.0, sequence_weight=0.5, rating_weight=0.5)
+  blended = item_item.ItemItemScorer(table, sequence, model, model_weight=2.0, **config)
+  tables_only = item_item.ItemItemScorer(table, sequence, model_weight=0.0, **config)
+  ids, ratings = tf.constant([[3, 1, 0, PAD]], tf.int64), tf.constant([[4.0, 5.0, 3.0, 0.0]])
+  logits = model(ids, ratings).numpy()[0]
+  np.testing.assert_allclose(blended(ids, ratings).numpy()[0],
+                             tables_only(ids, ratings).numpy()[0] + 2.0 * (logits - logits.mean()) / logits.std(),
+                             rtol=1e-4, atol=1e-5)
+  module = tf.Module()
+  module.scorer = blended
+  module.score = tf.function(lambda i, r: blended(i, r),
+                             input_signature=[tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None])])
+  tf.saved_model.save(module, str(tmp_path / 'm'))
+  loaded = tf.saved_model.load(str(tmp_path / 'm'))
+  np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), blended(ids, ratings).numpy(), rtol=1e-5)
