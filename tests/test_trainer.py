@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from trainer import distribution, task
 from trainer import hparams as hp
 from contract import names
 from trainer.models import RankingModel
@@ -205,3 +206,17 @@ def test_tuner_search_repeats_trial_for_trial(tiny_transform, tmp_path):
     scores.append(sorted((t.hyperparameters.values['learning_rate'], t.score)
                          for t in tuner.oracle.trials.values()))
   assert len(scores[0]) == 2 and scores[0] == scores[1]
+
+
+def test_the_item_item_stage_builds_under_a_mirrored_strategy(tiny_transform):
+  """Its tables are mirrored with the model's weights; the sequence model trains outside the strategy."""
+  out_dir, _, transformed = tiny_transform
+  output = tft.TFTransformOutput(out_dir)
+  data = {k: np.stack([t[k] for t in transformed]) for k in transformed[0]}
+  params = hp.resolve({'hparams': {'model': 'multitask', 'item_item_model_dim': 8, 'item_item_model_epochs': 1}})
+  scorer = task.item_item_scorer(params, output, tf.data.Dataset.from_tensor_slices(data).batch(32),
+                                 distribution.get_strategy('mirrored'))
+  assert scorer.table.__class__.__name__ == 'MirroredVariable' and scorer.model_weight == 1.0
+  scores = scorer(tf.constant(data[f.transformed_name(f.HISTORY_MOVIE_IDS)]),
+                  tf.constant(data[f.transformed_name(f.HISTORY_RATINGS)])).numpy()
+  assert scores.shape == (len(transformed), scorer.num_movies) and np.isfinite(scores).all()

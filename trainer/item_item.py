@@ -1,7 +1,7 @@
-"""Item-to-item retrieval from the user's history: closed forms the Trainer computes from the ratings.
+"""Item-to-item retrieval from the user's history: what the Trainer computes from the ratings after training.
 
-Two tables over every rating before the test period (the train and eval
-splits; they are computed after training and rate nothing):
+Two tables and a small model over every rating before the test period (the
+train and eval splits; computed after the rating model, they rate nothing):
 
 * EASE (Steck, "Embarrassingly Shallow Autoencoders for Sparse Data", WWW
   2019): with ``G = X^T X`` the movie co-occurrence counts (``X`` users x
@@ -9,12 +9,15 @@ splits; they are computed after training and rate nothing):
   item-item weights are ``B = -P / diag(P)`` with a zero diagonal;
 * a sequential table: how often each movie was rated within a few ratings
   after each other one (``sequence_table``), which EASE's user-level counts
-  cannot tell from a rating months apart.
+  cannot tell from a rating months apart;
+* a sequence model (``trainer.sequential.SequenceModel``): which movie a
+  rating is, given its history, learned by a catalogue softmax.
 
 A user is scored by each table's weighted sum of their history movies'
-rows, the two standardized and blended (``ItemItemScorer``); the weights
-favour recent ratings (a half-life in history positions, short for the
-sequential table) and high ratings. It needs only the history a request
+rows and by the model, the three standardized and blended
+(``ItemItemScorer``); the tables' weights favour recent ratings (a
+half-life in history positions, short for the sequential table) and high
+ratings. It needs only the history a request
 carries, so it serves users with no id in training (90% of the test users).
 docs/models.md has what it scores on the RetrievalEvaluator's protocol and
 what else was tried.
@@ -22,9 +25,10 @@ what else was tried.
 Cost at N movies: two N x N float32 tables in the SavedModel (20 MB at
 ML-100K's 1,625; 800 MB at 10K) and the Trainer inverts an N x N matrix
 (O(N^3): seconds at 10K). A request costs reading its T history rows of
-each table (a sparse [T] x [T, N] product each). Past about 20K movies the
-dense tables stop fitting a serving replica; docs/models.md says what
-replaces them.
+each table (a sparse [T] x [T, N] product each) and one pass of the model
+(an attention over T entries and a [d] x [d, N] product). Past about 20K
+movies the dense tables stop fitting a serving replica; docs/models.md says
+what replaces them (the model scales like the towers).
 """
 from typing import Dict, NamedTuple, Optional
 

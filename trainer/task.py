@@ -188,18 +188,20 @@ def fit(params: hp.HParams, tf_transform_output: tft.TFTransformOutput, train: t
     # rating before the test period (test RMSE -0.0024, docs/models.md).
     model.similarity.refresh(neighbour_statistics(params, tf_transform_output, train.concatenate(evaluation)))
   if registry.get(params.model).item_item:
-    with strategy.scope():
-      model.item_item = item_item_scorer(params, tf_transform_output, train.concatenate(evaluation))
+    model.item_item = item_item_scorer(params, tf_transform_output, train.concatenate(evaluation), strategy)
   return model
 
 
 def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOutput,
-                     ratings: tf.data.Dataset) -> item_item.ItemItemScorer:
+                     ratings: tf.data.Dataset,
+                     strategy: Optional[tf.distribute.Strategy] = None) -> item_item.ItemItemScorer:
   """The item-item stage of ``recommend`` and ``retrieve`` (trainer/item_item.py).
 
   From every rating before the test period (``fit`` passes train and eval):
   the tables are computed after training and rate nothing, so the eval
-  split's ratings reach neither the rating loss nor its early stopping.
+  split's ratings reach neither the rating loss nor its early stopping. The
+  sequence model trains on one device, outside ``strategy`` (it is small,
+  and its custom loop does not run per replica); the scorer is built in it.
   """
   rows = item_item.ratings_of(ratings)
   movies = int(tf_transform_output.vocabulary_size_by_name(f.MOVIE_VOCAB))
@@ -210,11 +212,12 @@ def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOut
   if params.item_item_model_weight:
     model = sequential.fit(rows.history_ids, rows.history_ratings, rows.movies, movies, params.item_item_model_dim,
                            params.item_item_model_epochs, params.seed)
-  return item_item.ItemItemScorer(table, sequence, model, half_life=params.item_item_half_life,
-                                  sequence_half_life=params.item_item_sequence_half_life,
-                                  sequence_weight=params.item_item_sequence_weight,
-                                  model_weight=params.item_item_model_weight,
-                                  rating_weight=params.item_item_rating_weight, name='item_item')
+  with strategy.scope() if strategy else contextlib.nullcontext():
+    return item_item.ItemItemScorer(table, sequence, model, half_life=params.item_item_half_life,
+                                    sequence_half_life=params.item_item_sequence_half_life,
+                                    sequence_weight=params.item_item_sequence_weight,
+                                    model_weight=params.item_item_model_weight,
+                                    rating_weight=params.item_item_rating_weight, name='item_item')
 
 
 def serving_signatures(params: hp.HParams, model: tf.keras.Model,
