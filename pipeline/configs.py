@@ -34,9 +34,10 @@ DEFAULT_REQUIRE_NOT_WORSE = True
 # trained retrieval towers' Recall@100 over seeds (0.0064, make
 # bench-quality), so a retrain that differs only by its seed passes; the
 # shipped item-item lists move less (closed-form tables and a small trained
-# sequence model: recall_at_100_std in docs/results/quality.json). A drop of 0.02 is 5 of the 273 protocol users losing
-# every target from their list. The multitask towers alone spread wider
-# (0.036 over seeds): a pipeline that ships them needs a looser tolerance.
+# sequence model: recall_at_100_std in docs/results/quality.json). A drop of
+# 0.02 is 5 of the 273 protocol users losing every target from their list.
+# The multitask towers alone spread wider (0.036 over seeds): a pipeline that
+# ships them needs a looser tolerance.
 DEFAULT_RECALL_TOLERANCE = 0.02
 
 

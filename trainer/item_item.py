@@ -17,8 +17,8 @@ A user is scored by each table's weighted sum of their history movies'
 rows and by the model, the three standardized and blended
 (``ItemItemScorer``); the tables' weights favour recent ratings (a
 half-life in history positions, short for the sequential table) and high
-ratings. It needs only the history a request
-carries, so it serves users with no id in training (90% of the test users).
+ratings. It needs only the history a request carries, so it serves users
+with no id in training (90% of the test users).
 docs/models.md has what it scores on the RetrievalEvaluator's protocol and
 what else was tried.
 
@@ -130,7 +130,7 @@ def ratings_of(dataset: tf.data.Dataset) -> Ratings:
 
 
 class ItemItemScorer(tf.keras.layers.Layer):
-  """Scores every movie for each user from their history and two item-item tables.
+  """Scores every movie for each user from their history: two item-item tables and a sequence model.
 
   ``score(u) = z(sum_t w_t E[h_t]) + sequence_weight * z(sum_t v_t S[h_t])
   + model_weight * z(M(h))`` over the history movies ``h_t``: ``E`` the EASE
