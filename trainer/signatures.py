@@ -163,7 +163,8 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
       ``retrieve`` signature is added.
     item_item: ``recommend`` and ``retrieve`` rank by ``model.item_item``
       (``trainer.item_item.ItemItemScorer``) over the request's history, and
-      by the model's own scores where the history has no train movie.
+      by the model's own scores where the history has no movie in the
+      stage's tables.
 
   Returns:
     Signature name to concrete function, for ``tf.saved_model.save``.
@@ -206,7 +207,7 @@ def make_serving_signatures(model: tf.keras.Model, tf_transform_output: tft.TFTr
 
 
 def read_catalog(tf_transform_output: tft.TFTransformOutput) -> Dict[str, np.ndarray]:
-  """The catalog as raw-signature inputs: one row per train movie, most rated first.
+  """The catalog as raw-signature inputs: one row per movie of the analyzed splits, most rated first.
 
   Returns:
     movie_id, movie_title [N] bytes; genres [N, G] bytes padded with b'';
@@ -477,7 +478,7 @@ def make_retrieve_signature(model: tf.keras.Model, tft_layer: tf.keras.layers.La
 
   Candidate generation by the towers (or, with ``item_item``, by
   ``model.item_item`` over the example's history, the towers where it has
-  no train movie), exact (brute force in plain TF
+  no movie in the stage's tables), exact (brute force in plain TF
   ops, so stock TF Serving runs it). It excludes nothing: the caller drops
   movies the user has seen, so ask for ``k`` plus their number. The
   pipeline's RetrievalEvaluator scores a model through it, and so does
