@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import bench_quality  # noqa: E402
 from components.retrieval_evaluator import protocol  # noqa: E402
-from trainer import hparams, item_item, sequential  # noqa: E402
+from trainer import hparams, item_item, sequential, task  # noqa: E402
 from transforms import features as f  # noqa: E402
 
 KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
@@ -60,6 +60,7 @@ class Data:
     self.rated = sparse.csr_matrix((np.ones(len(self.users)), (self.users, self.items)),
                                    shape=(len(users), len(self.movies)))
     self.rated.data[:] = 1.0
+    self.rating_history_ids = self.padded(self.ratings[f.HISTORY_MOVIE_IDS])
     self.count = np.asarray(self.rated.sum(0)).ravel()
     # Each case's history as the query example holds it: ids, ratings, age (0 = most recent).
     self.history = []
@@ -87,22 +88,19 @@ class Data:
 
   def sequence_model(self, params: hparams.HParams) -> sequential.SequenceModel:
     """``sequential.fit`` on the ratings, as the Trainer fits it."""
-    return sequential.fit(self.padded(self.ratings[f.HISTORY_MOVIE_IDS]),
-                          self.padded_ratings(self.ratings[f.HISTORY_RATINGS]),
-                          np.array([self.index[m] for m in self.ratings[f.MOVIE_ID]]), len(self.movies),
-                          params.item_item_model_dim, params.item_item_model_epochs, params.seed)
+    return sequential.fit(self.rating_history_ids, self.padded_ratings(self.ratings[f.HISTORY_RATINGS]),
+                          self.items, len(self.movies), params.item_item_model_dim, params.item_item_model_epochs,
+                          params.seed)
 
   def sequence_table(self, window: int) -> np.ndarray:
     """``item_item.sequence_table``, as the Trainer computes it."""
-    return item_item.sequence_table(self.padded(self.ratings[f.HISTORY_MOVIE_IDS]),
-                                    np.array([self.index[m] for m in self.ratings[f.MOVIE_ID]]), len(self.movies),
-                                    window)
+    return item_item.sequence_table(self.rating_history_ids, self.items, len(self.movies), window)
 
-  def scorer_scores(self, scorer: item_item.ItemItemScorer) -> np.ndarray:
-    """[cases, movies]: what the shipped ``ItemItemScorer`` gives each case's query history."""
+  def query_scores(self, score) -> np.ndarray:
+    """[cases, movies]: ``score(ids, ratings)`` of each case's query history, padded as the signatures pad it."""
     test = self.splits['test']
     ids = self.padded([test[f.HISTORY_MOVIE_IDS][i] for i, _, _ in self.cases])
-    return scorer(ids, self.padded_ratings([test[f.HISTORY_RATINGS][i] for i, _, _ in self.cases])).numpy()
+    return score(ids, self.padded_ratings([test[f.HISTORY_RATINGS][i] for i, _, _ in self.cases])).numpy()
 
   def user_scores(self, table: np.ndarray, half_life=None, rating_weight=0.0) -> np.ndarray:
     """[cases, movies]: each case's history rows of ``table``, weighted as ``ItemItemScorer`` weighs them."""
@@ -201,10 +199,8 @@ def main(argv=None):
   model = data.sequence_model(params)
 
   def scorer(table=ease, **overrides):
-    config = dict(half_life=params.item_item_half_life, sequence_half_life=params.item_item_sequence_half_life,
-                  sequence_weight=params.item_item_sequence_weight, model_weight=params.item_item_model_weight,
-                  rating_weight=params.item_item_rating_weight)
-    return data.scorer_scores(item_item.ItemItemScorer(table, sequence, model, **{**config, **overrides}))
+    weights = {**task.item_item_weights(params), **overrides}
+    return data.query_scores(item_item.ItemItemScorer(table, sequence, model, **weights))
 
   methods = {'popularity': lambda: data.score(protocol.popularity_lists(data.everything, data.test_start, data.cases))}
 
@@ -235,9 +231,7 @@ def main(argv=None):
   add('EASE half-life 3.5 + 0.5 sequential', lambda: scorer(half_life=3.5, model_weight=0.0))
   add('EASE + 1.0 sequential', lambda: scorer(sequence_weight=1.0, model_weight=0.0))
   add(f'EASE + {params.item_item_sequence_weight:g} sequential', lambda: scorer(model_weight=0.0))
-  add(f'sequence model alone ({params.item_item_model_epochs} epochs)', lambda: model(
-      data.padded([data.splits['test'][f.HISTORY_MOVIE_IDS][i] for i, _, _ in data.cases]),
-      data.padded_ratings([data.splits['test'][f.HISTORY_RATINGS][i] for i, _, _ in data.cases])).numpy())
+  add(f'sequence model alone ({params.item_item_model_epochs} epochs)', lambda: data.query_scores(model))
   for weight in (0.5, 2.0):
     add(f'EASE + {params.item_item_sequence_weight:g} sequential + {weight:g} sequence model',
         lambda weight=weight: scorer(model_weight=weight))

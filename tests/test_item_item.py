@@ -123,11 +123,17 @@ def test_scorer_survives_get_config_and_a_saved_model_round_trip(tmp_path):
   scorer = _scorer(table, sequence, half_life=4.0, rating_weight=0.25, sequence_weight=0.7, name='item_item')
   rebuilt = item_item.ItemItemScorer.from_config(scorer.get_config())
   assert rebuilt.get_config() == scorer.get_config() and rebuilt.num_movies == 5
+  ids, ratings = tf.constant([[3, 1, PAD]], tf.int64), tf.constant([[5.0, 2.0, 0.0]])
+  loaded = saved_and_loaded(scorer, tmp_path)
+  np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), scorer(ids, ratings).numpy(),
+                             rtol=1e-6)
+
+
+def saved_and_loaded(scorer: item_item.ItemItemScorer, tmp_path):
+  """A SavedModel of ``scorer`` written under ``tmp_path`` and loaded back: its ``score`` is the scorer's call."""
   module = tf.Module()
   module.scorer = scorer
   module.score = tf.function(lambda ids, ratings: scorer(ids, ratings),
                              input_signature=[tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None])])
   tf.saved_model.save(module, str(tmp_path / 'm'))
-  loaded = tf.saved_model.load(str(tmp_path / 'm'))
-  ids, ratings = tf.constant([[3, 1, PAD]], tf.int64), tf.constant([[5.0, 2.0, 0.0]])
-  np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), scorer(ids, ratings).numpy(), rtol=1e-6)
+  return tf.saved_model.load(str(tmp_path / 'm'))

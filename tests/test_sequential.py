@@ -6,6 +6,8 @@ import tensorflow as tf
 from trainer import item_item, sequential
 from transforms import features as f
 
+from test_item_item import saved_and_loaded
+
 pytestmark = pytest.mark.unit
 
 PAD = f.HISTORY_PAD_ID
@@ -61,10 +63,6 @@ def test_the_scorer_adds_the_models_standardized_scores_and_survives_a_saved_mod
   np.testing.assert_allclose(blended(ids, ratings).numpy()[0],
                              tables_only(ids, ratings).numpy()[0] + 2.0 * (logits - logits.mean()) / logits.std(),
                              rtol=1e-4, atol=1e-5)
-  module = tf.Module()
-  module.scorer = blended
-  module.score = tf.function(lambda i, r: blended(i, r),
-                             input_signature=[tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None])])
-  tf.saved_model.save(module, str(tmp_path / 'm'))
-  loaded = tf.saved_model.load(str(tmp_path / 'm'))
-  np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), blended(ids, ratings).numpy(), rtol=1e-5)
+  loaded = saved_and_loaded(blended, tmp_path)
+  np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), blended(ids, ratings).numpy(),
+                             rtol=1e-5)

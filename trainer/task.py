@@ -213,11 +213,14 @@ def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOut
     model = sequential.fit(rows.history_ids, rows.history_ratings, rows.movies, movies, params.item_item_model_dim,
                            params.item_item_model_epochs, params.seed)
   with strategy.scope() if strategy else contextlib.nullcontext():
-    return item_item.ItemItemScorer(table, sequence, model, half_life=params.item_item_half_life,
-                                    sequence_half_life=params.item_item_sequence_half_life,
-                                    sequence_weight=params.item_item_sequence_weight,
-                                    model_weight=params.item_item_model_weight,
-                                    rating_weight=params.item_item_rating_weight, name='item_item')
+    return item_item.ItemItemScorer(table, sequence, model, **item_item_weights(params), name='item_item')
+
+
+def item_item_weights(params: hp.HParams) -> Dict[str, float]:
+  """``ItemItemScorer``'s half-lives and weights, from ``HParams.item_item_*``."""
+  return dict(half_life=params.item_item_half_life, sequence_half_life=params.item_item_sequence_half_life,
+              sequence_weight=params.item_item_sequence_weight, model_weight=params.item_item_model_weight,
+              rating_weight=params.item_item_rating_weight)
 
 
 def serving_signatures(params: hp.HParams, model: tf.keras.Model,
