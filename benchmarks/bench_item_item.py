@@ -232,7 +232,7 @@ def main(argv=None):
   add('EASE + 1.0 sequential', lambda: scorer(sequence_weight=1.0, model_weight=0.0))
   add(f'EASE + {params.item_item_sequence_weight:g} sequential', lambda: scorer(model_weight=0.0))
   add(f'sequence model alone ({params.item_item_model_epochs} epochs)', lambda: data.query_scores(model))
-  for weight in (0.5, 2.0):
+  for weight in (1.0, 3.0):
     add(f'EASE + {params.item_item_sequence_weight:g} sequential + {weight:g} sequence model',
         lambda weight=weight: scorer(model_weight=weight))
   add(f'EASE + {params.item_item_sequence_weight:g} sequential + {params.item_item_model_weight:g} sequence model '

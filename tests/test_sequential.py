@@ -66,3 +66,18 @@ def test_the_scorer_adds_the_models_standardized_scores_and_survives_a_saved_mod
   loaded = saved_and_loaded(blended, tmp_path)
   np.testing.assert_allclose(loaded.score(ids, ratings).numpy(), blended(ids, ratings).numpy(),
                              rtol=1e-5)
+
+
+def test_the_saved_weights_are_the_mean_of_the_last_epochs(monkeypatch):
+  ids, ratings, movies = _chains(rows=300)
+
+  def weights(epochs, averaged):
+    monkeypatch.setattr(sequential, 'AVERAGED_EPOCHS', averaged)
+    tf.keras.utils.set_random_seed(0)
+    model = sequential.fit(ids, ratings, movies, MOVIES, dim=8, epochs=epochs, seed=0)
+    return [v.numpy() for v in model.trainable_variables]
+
+  first, second = weights(1, 1), weights(2, 1)
+  assert not np.allclose(first[0], second[0])
+  for got, a, b in zip(weights(2, 2), first, second):
+    np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-4, atol=1e-6)
