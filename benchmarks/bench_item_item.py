@@ -19,7 +19,7 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 import argparse  # noqa: E402
 import collections  # noqa: E402
 import json  # noqa: E402
-from typing import Dict, List  # noqa: E402
+from typing import Dict, List, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import sparse  # noqa: E402
@@ -30,6 +30,8 @@ from components.retrieval_evaluator import protocol  # noqa: E402
 from trainer import hparams, item_item, sequential, task  # noqa: E402
 from transforms import features as f  # noqa: E402
 
+# The sequence model's gender ids: 1 + the index here, 0 unknown.
+GENDERS = (b'M', b'F')
 KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
         'popularity_share_at_10')
 
@@ -44,7 +46,8 @@ class Data:
   def __init__(self, splits: Dict[str, Dict[str, list]]):
     self.splits, test = splits, splits['test']
     self.ratings = {k: sum((splits[s][k] for s in f.ANALYZED_SPLITS), [])
-                    for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS)}
+                    for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP, f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS,
+                              f.USER_GENDER, f.USER_AGE)}
     everything = {k: sum((splits[s][k] for s in splits), []) for k in (f.USER_ID, f.MOVIE_ID, f.TIMESTAMP)}
     self.cases = protocol.retrieval_cases(everything, test)
     self.test_start = min(test[f.TIMESTAMP])
@@ -86,21 +89,37 @@ class Data:
       out[r, :len(values)] = values
     return out
 
+  @staticmethod
+  def demographics(genders: List[bytes], ages: List[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Gender ids (0 unknown) and Transform's age buckets, as the sequence model takes them."""
+    return (np.array([GENDERS.index(g) + 1 if g in GENDERS else 0 for g in genders], np.int64),
+            np.digitize(ages, f.AGE_BOUNDARIES).astype(np.int64))
+
   def sequence_model(self, params: hparams.HParams) -> sequential.SequenceModel:
     """``sequential.fit`` on the ratings, as the Trainer fits it."""
+    genres = np.zeros((len(self.movies), len(f.GENRE_NAMES)), np.float32)
+    for m, i in self.index.items():
+      genres[i] = [g.encode() in self.context.genres.get(m, ()) for g in f.GENRE_NAMES]
+    side = sequential.Side(genres, len(GENDERS) + 1)
     return sequential.fit(self.rating_history_ids, self.padded_ratings(self.ratings[f.HISTORY_RATINGS]),
                           self.items, len(self.movies), params.item_item_model_dim, params.item_item_model_epochs,
-                          params.seed)
+                          params.seed, side, *self.demographics(self.ratings[f.USER_GENDER],
+                                                                self.ratings[f.USER_AGE]))
 
   def sequence_table(self, window: int) -> np.ndarray:
     """``item_item.sequence_table``, as the Trainer computes it."""
     return item_item.sequence_table(self.rating_history_ids, self.items, len(self.movies), window)
 
   def query_scores(self, score) -> np.ndarray:
-    """[cases, movies]: ``score(ids, ratings)`` of each case's query history, padded as the signatures pad it."""
-    test = self.splits['test']
-    ids = self.padded([test[f.HISTORY_MOVIE_IDS][i] for i, _, _ in self.cases])
-    return score(ids, self.padded_ratings([test[f.HISTORY_RATINGS][i] for i, _, _ in self.cases])).numpy()
+    """[cases, movies]: ``score(ids, ratings, gender, age_bucket)`` of each case's query example.
+
+    The history is padded as the signatures pad it.
+    """
+    test, rows = self.splits['test'], [i for i, _, _ in self.cases]
+    ids = self.padded([test[f.HISTORY_MOVIE_IDS][i] for i in rows])
+    ratings = self.padded_ratings([test[f.HISTORY_RATINGS][i] for i in rows])
+    users = self.demographics([test[f.USER_GENDER][i] for i in rows], [test[f.USER_AGE][i] for i in rows])
+    return score(ids, ratings, *users).numpy()
 
   def user_scores(self, table: np.ndarray, half_life=None, rating_weight=0.0) -> np.ndarray:
     """[cases, movies]: each case's history rows of ``table``, weighted as ``ItemItemScorer`` weighs them."""
@@ -232,7 +251,7 @@ def main(argv=None):
   add('EASE + 1.0 sequential', lambda: scorer(sequence_weight=1.0, model_weight=0.0))
   add(f'EASE + {params.item_item_sequence_weight:g} sequential', lambda: scorer(model_weight=0.0))
   add(f'sequence model alone ({params.item_item_model_epochs} epochs)', lambda: data.query_scores(model))
-  for weight in (1.0, 3.0):
+  for weight in (1.0, 2.5):
     add(f'EASE + {params.item_item_sequence_weight:g} sequential + {weight:g} sequence model',
         lambda weight=weight: scorer(model_weight=weight))
   add(f'EASE + {params.item_item_sequence_weight:g} sequential + {params.item_item_model_weight:g} sequence model '

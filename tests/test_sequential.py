@@ -1,4 +1,4 @@
-"""The item-item stage's sequence model: what it learns, what it ignores, its place in the blend, a save round trip."""
+"""The item-item stage's sequence model: what it learns and from what, what it ignores, its place in a blend, saving."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -81,3 +81,53 @@ def test_the_saved_weights_are_the_mean_of_the_last_epochs(monkeypatch):
   assert not np.allclose(first[0], second[0])
   for got, a, b in zip(weights(2, 2), first, second):
     np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-4, atol=1e-6)
+
+
+def test_with_side_information_the_model_learns_from_demographics_and_genres_and_saves_them(tmp_path):
+  """Histories say nothing here; the next movie is the user's gender's and age bucket's, of the user's genre."""
+  rng = np.random.default_rng(0)
+  rows = 3000
+  ids = np.full((rows, f.HISTORY_LENGTH), PAD, np.int64)
+  ids[:, 0] = rng.integers(0, MOVIES, rows)  # one random movie each
+  ratings = np.where(ids != PAD, 3.0, 0.0).astype(np.float32)
+  gender, age_bucket = rng.integers(1, 3, rows), rng.integers(0, sequential.AGE_BUCKETS, rows)
+  movies = (gender - 1) * sequential.AGE_BUCKETS + age_bucket  # 0..13 > MOVIES - 1 for the last two
+  movies = np.minimum(movies, MOVIES - 1)
+  genres = np.eye(MOVIES, 3, dtype=np.float32)[::-1]  # the last three movies have a genre each
+  side = sequential.Side(genres, gender_vocab_size=3)
+  tf.keras.utils.set_random_seed(0)
+  model = sequential.fit(ids, ratings, movies, MOVIES, dim=16, epochs=40, seed=0, side=side, gender=gender,
+                         age_bucket=age_bucket)
+  best = np.argmax(model(ids, ratings, gender, age_bucket).numpy(), axis=1)
+  assert np.mean(best == movies) > 0.9  # the history alone: at most 1 in 12
+  # A movie's vector is its embedding plus its genres' projection.
+  vectors = model.movie_vectors().numpy()
+  np.testing.assert_allclose(vectors[1:], model.movie.embeddings.numpy()[1:] + genres @ model.genre_projection.kernel
+                             .numpy(), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match='gender and age bucket'):
+    model(ids[:1], ratings[:1])
+  with pytest.raises(ValueError, match='gender and age bucket'):
+    sequential.fit(ids, ratings, movies, MOVIES, dim=8, epochs=1, seed=0, side=side)
+  with pytest.raises(ValueError, match='genre table'):
+    sequential.SequenceModel(MOVIES, dim=8, side=sequential.Side(genres[:5], 3))
+  # Through the scorer and a SavedModel, with the user's features.
+  zeros = np.zeros((MOVIES, MOVIES), np.float32)
+  scorer = item_item.ItemItemScorer(zeros, zeros, model, half_life=4.0, sequence_half_life=1.0, sequence_weight=0.0,
+                                    model_weight=1.0, rating_weight=0.5)
+  module = tf.Module()
+  module.scorer = scorer
+  module.score = tf.function(lambda *args: scorer(*args), input_signature=[
+      tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None]), tf.TensorSpec([None], tf.int64),
+      tf.TensorSpec([None], tf.int64)])
+  tf.saved_model.save(module, str(tmp_path / 'm'))
+  loaded = tf.saved_model.load(str(tmp_path / 'm'))
+  args = (ids[:20], ratings[:20], gender[:20], age_bucket[:20])
+  np.testing.assert_allclose(loaded.score(*args).numpy(), scorer(*args).numpy(), rtol=1e-5, atol=1e-5)
+  assert np.mean(np.argmax(loaded.score(*args).numpy(), axis=1) == movies[:20]) > 0.8
+
+
+def test_movie_genres_come_from_the_ratings_rows():
+  ratings = item_item.Ratings(users=np.array([0, 1, 1]), movies=np.array([2, 0, 7]), history_ids=np.zeros((3, 1)),
+                              history_ratings=np.zeros((3, 1)), gender=np.zeros(3), age_bucket=np.zeros(3),
+                              genres=np.array([[1, 0], [0, 1], [1, 1]], np.float32))
+  np.testing.assert_array_equal(item_item.movie_genres(ratings, 3), [[0, 1], [0, 0], [1, 0]])  # 7: OOV, left out

@@ -111,10 +111,12 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
   vocab = output.vocabulary_by_name(f.MOVIE_VOCAB)
   if entry.item_item:
     # The history's item-item votes (trainer/item_item.py).
+    raw = {name: tf.constant([user[name]]) for name in (f.USER_AGE, f.USER_GENDER)}
+    raw[f.USER_AGE] = tf.cast(raw[f.USER_AGE], tf.int64)
     transformed = model.tft_layer(signatures.to_parsed(
-        {f.HISTORY_MOVIE_IDS: tf.constant([[b'1', b'2']]), f.HISTORY_RATINGS: tf.constant([[4.0, 2.0]])}))
-    votes = model.item_item(transformed[f.transformed_name(f.HISTORY_MOVIE_IDS)],
-                            transformed[f.transformed_name(f.HISTORY_RATINGS)]).numpy()[0]
+        {**raw, f.HISTORY_MOVIE_IDS: tf.constant([[b'1', b'2']]), f.HISTORY_RATINGS: tf.constant([[4.0, 2.0]])}))
+    votes = model.item_item(*(transformed[f.transformed_name(name)] for name in (
+        f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.USER_GENDER, f.AGE_BUCKET))).numpy()[0]
     expected = votes[[vocab.index(m.encode()) for m in ids]]
   elif entry.retrieves:
     # A model with retrieval towers scores by them: query . candidate.

@@ -218,6 +218,7 @@ def test_the_item_item_stage_builds_under_a_mirrored_strategy(tiny_transform):
                                  distribution.get_strategy('mirrored'))
   assert scorer.table.__class__.__name__ == 'MirroredVariable'
   assert scorer.model_weight == params.item_item_model_weight > 0
-  scores = scorer(tf.constant(data[f.transformed_name(f.HISTORY_MOVIE_IDS)]),
-                  tf.constant(data[f.transformed_name(f.HISTORY_RATINGS)])).numpy()
+  xf = f.transformed_name
+  scores = scorer(*(tf.constant(data[xf(name)]) for name in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.USER_GENDER,
+                                                             f.AGE_BUCKET))).numpy()
   assert scores.shape == (len(transformed), scorer.num_movies) and np.isfinite(scores).all()

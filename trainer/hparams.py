@@ -52,7 +52,7 @@ class HParams:
   item_item_sequence_weight: float = 0.5
   item_item_sequence_window: int = 20
   item_item_rating_weight: float = 0.5
-  item_item_model_weight: float = 2.5
+  item_item_model_weight: float = 3.5
   item_item_model_dim: int = 64
   item_item_model_epochs: int = 10
   epochs: int = 50

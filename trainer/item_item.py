@@ -114,19 +114,36 @@ class Ratings(NamedTuple):
   movies: np.ndarray  # [R] movie vocabulary ids
   history_ids: np.ndarray  # [R, T] as ItemItemScorer takes them
   history_ratings: np.ndarray  # [R, T]
+  gender: np.ndarray  # [R] the user's gender vocabulary id
+  age_bucket: np.ndarray  # [R] the user's age bucket
+  genres: np.ndarray  # [R, G] the movie's genres, multi-hot
+
+
+# Ratings' fields and the Transform outputs they are read from.
+_RATINGS_COLUMNS = {'users': f.USER_ID, 'movies': f.MOVIE_ID, 'history_ids': f.HISTORY_MOVIE_IDS,
+                    'history_ratings': f.HISTORY_RATINGS, 'gender': f.USER_GENDER, 'age_bucket': f.AGE_BUCKET,
+                    'genres': f.GENRES}
+_SCALARS = ('users', 'movies', 'gender', 'age_bucket')
 
 
 def ratings_of(dataset: tf.data.Dataset) -> Ratings:
   """``Ratings`` of a transformed dataset (batches of feature dicts)."""
   columns = {name: [] for name in Ratings._fields}
   for batch in dataset:
-    columns['users'].append(np.ravel(batch[f.transformed_name(f.USER_ID)]))
-    columns['movies'].append(np.ravel(batch[f.transformed_name(f.MOVIE_ID)]))
-    columns['history_ids'].append(np.asarray(batch[f.transformed_name(f.HISTORY_MOVIE_IDS)]))
-    columns['history_ratings'].append(np.asarray(batch[f.transformed_name(f.HISTORY_RATINGS)]))
+    for name, feature in _RATINGS_COLUMNS.items():
+      value = np.asarray(batch[f.transformed_name(feature)])
+      columns[name].append(np.ravel(value) if name in _SCALARS else value)
   if not columns['users']:
     raise ValueError('The dataset is empty: no ratings to compute the item-item stage from.')
   return Ratings(**{name: np.concatenate(values) for name, values in columns.items()})
+
+
+def movie_genres(ratings: Ratings, num_movies: int) -> np.ndarray:
+  """float32 [num_movies, G]: each movie's genres, from its ratings' rows (a movie has one set of genres)."""
+  out = np.zeros((num_movies, ratings.genres.shape[1]), np.float32)
+  known = (ratings.movies >= 0) & (ratings.movies < num_movies)
+  out[ratings.movies[known]] = ratings.genres[known]
+  return out
 
 
 class ItemItemScorer(tf.keras.layers.Layer):
@@ -158,6 +175,8 @@ class ItemItemScorer(tf.keras.layers.Layer):
     history_ids: int64 [B, T] movie vocabulary ids, oldest first, padded at
       the end with ``features.HISTORY_PAD_ID``.
     history_ratings: float32 [B, T], aligned.
+    gender, age_bucket: int64 [B], for a model that reads them
+      (``SequenceModel``'s ``side``).
 
   Returns:
     float32 [B, N] scores, row j being movie vocabulary id j.
@@ -211,13 +230,14 @@ class ItemItemScorer(tf.keras.layers.Layer):
                             tf.stack([batch, self.num_movies]))
     return tf.sparse.sparse_dense_matmul(votes, table)
 
-  def call(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
+  def call(self, history_ids: tf.Tensor, history_ratings: tf.Tensor, gender: Optional[tf.Tensor] = None,
+           age_bucket: Optional[tf.Tensor] = None) -> tf.Tensor:
     scores = _standardize(self._votes(history_ids, self.weights_of(history_ids, history_ratings), self.table))
     if self.sequence_weight:
       weights = self.weights_of(history_ids, history_ratings, self.sequence_half_life)
       scores += self.sequence_weight * _standardize(self._votes(history_ids, weights, self.sequence))
     if self.model_weight:
-      scores += self.model_weight * _standardize(self.model(history_ids, history_ratings))
+      scores += self.model_weight * _standardize(self.model(history_ids, history_ratings, gender, age_bucket))
     return scores
 
   def has_history(self, history_ids: tf.Tensor, history_ratings: tf.Tensor) -> tf.Tensor:
@@ -243,13 +263,15 @@ def scores_or_fallback(scorer: ItemItemScorer, features: Dict[str, tf.Tensor], f
 
   Args:
     scorer: the item-item stage.
-    features: transformed features holding the history lists.
+    features: transformed features holding the history lists (and the
+      user's gender and age bucket, where the sequence model reads them).
     fallback: float32 [B, M], the model's own scores.
     columns: int [M], the movie vocabulary id of each of the M columns
       (default: column j is vocabulary id j, M = N).
   """
-  ids, ratings = features[f.transformed_name(f.HISTORY_MOVIE_IDS)], features[f.transformed_name(f.HISTORY_RATINGS)]
-  scores = scorer(ids, ratings)
+  xf = f.transformed_name
+  ids, ratings = features[xf(f.HISTORY_MOVIE_IDS)], features[xf(f.HISTORY_RATINGS)]
+  scores = scorer(ids, ratings, features.get(xf(f.USER_GENDER)), features.get(xf(f.AGE_BUCKET)))
   if columns is not None:
     scores = tf.gather(scores, tf.constant(columns, tf.int64), axis=1)
   return tf.where(scorer.has_history(ids, ratings)[:, None], scores, fallback)

@@ -210,8 +210,9 @@ def item_item_scorer(params: hp.HParams, tf_transform_output: tft.TFTransformOut
   logging.info('Item-item tables (EASE and sequential): %d x %d movies.', *table.shape)
   model = None
   if params.item_item_model_weight:
+    side = sequential.Side(item_item.movie_genres(rows, movies), _vocab_size(tf_transform_output, f.GENDER_VOCAB))
     model = sequential.fit(rows.history_ids, rows.history_ratings, rows.movies, movies, params.item_item_model_dim,
-                           params.item_item_model_epochs, params.seed)
+                           params.item_item_model_epochs, params.seed, side, rows.gender, rows.age_bucket)
   with strategy.scope() if strategy else contextlib.nullcontext():
     return item_item.ItemItemScorer(table, sequence, model, **item_item_weights(params), name='item_item')
 
