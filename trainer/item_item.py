@@ -11,14 +11,15 @@ train and eval splits; computed after the rating model, they rate nothing):
   after each other one (``sequence_table``), which EASE's user-level counts
   cannot tell from a rating months apart;
 * a sequence model (``trainer.sequential.SequenceModel``): which movie a
-  rating is, given its history, learned by a catalogue softmax.
+  rating is, given its history, its user's gender and age bucket and the
+  movies' genres, learned by a catalogue softmax.
 
 A user is scored by each table's weighted sum of their history movies'
 rows and by the model, the three standardized and blended
 (``ItemItemScorer``); the tables' weights favour recent ratings (a
 half-life in history positions, short for the sequential table) and high
-ratings. It needs only the history a request carries, so it serves users
-with no id in training (90% of the test users).
+ratings. It needs only the history and demographics a request carries, so
+it serves users with no id in training (90% of the test users).
 docs/models.md has what it scores on the RetrievalEvaluator's protocol and
 what else was tried.
 
