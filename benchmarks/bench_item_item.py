@@ -30,8 +30,8 @@ from components.retrieval_evaluator import protocol  # noqa: E402
 from trainer import hparams, item_item, sequential, task  # noqa: E402
 from transforms import features as f  # noqa: E402
 
-# The sequence model's gender ids: 1 + the index here, 0 unknown.
-GENDERS = (b'M', b'F')
+# The sequence model's gender ids here: 1 + the index in the feature contract's domain, 0 unknown.
+GENDERS = tuple(g.encode() for g in f.GENDERS)
 KEYS = ('recall_at_10', 'recall_at_100', 'ndcg_at_10', 'coverage_at_10', 'novelty_at_10', 'diversity_at_10',
         'popularity_share_at_10')
 
