@@ -129,11 +129,15 @@ def test_scorer_survives_get_config_and_a_saved_model_round_trip(tmp_path):
                              rtol=1e-6)
 
 
-def saved_and_loaded(scorer: item_item.ItemItemScorer, tmp_path):
-  """A SavedModel of ``scorer`` written under ``tmp_path`` and loaded back: its ``score`` is the scorer's call."""
+def saved_and_loaded(scorer: item_item.ItemItemScorer, tmp_path, with_users: bool = False):
+  """A SavedModel of ``scorer`` written under ``tmp_path`` and loaded back: its ``score`` is the scorer's call.
+
+  ``score`` takes history ids and ratings, and with ``with_users`` also gender and age bucket.
+  """
   module = tf.Module()
   module.scorer = scorer
-  module.score = tf.function(lambda ids, ratings: scorer(ids, ratings),
-                             input_signature=[tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None])])
+  specs = [tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None])]
+  specs += [tf.TensorSpec([None], tf.int64)] * 2 if with_users else []
+  module.score = tf.function(lambda *inputs: scorer(*inputs), input_signature=specs)
   tf.saved_model.save(module, str(tmp_path / 'm'))
   return tf.saved_model.load(str(tmp_path / 'm'))

@@ -84,15 +84,15 @@ def test_the_saved_weights_are_the_mean_of_the_last_epochs(monkeypatch):
 
 
 def test_with_side_information_the_model_learns_from_demographics_and_genres_and_saves_them(tmp_path):
-  """Histories say nothing here; the next movie is the user's gender's and age bucket's, of the user's genre."""
+  """The history says nothing here: the next movie is a function of the user's gender and age bucket."""
   rng = np.random.default_rng(0)
   rows = 3000
   ids = np.full((rows, f.HISTORY_LENGTH), PAD, np.int64)
   ids[:, 0] = rng.integers(0, MOVIES, rows)  # one random movie each
   ratings = np.where(ids != PAD, 3.0, 0.0).astype(np.float32)
   gender, age_bucket = rng.integers(1, 3, rows), rng.integers(0, sequential.AGE_BUCKETS, rows)
-  movies = (gender - 1) * sequential.AGE_BUCKETS + age_bucket  # 0..13 > MOVIES - 1 for the last two
-  movies = np.minimum(movies, MOVIES - 1)
+  # One movie per (gender, age bucket): 14 pairs, the last three share movie MOVIES - 1.
+  movies = np.minimum((gender - 1) * sequential.AGE_BUCKETS + age_bucket, MOVIES - 1)
   genres = np.eye(MOVIES, 3, dtype=np.float32)[::-1]  # the last three movies have a genre each
   side = sequential.Side(genres, gender_vocab_size=3)
   tf.keras.utils.set_random_seed(0)
@@ -114,13 +114,7 @@ def test_with_side_information_the_model_learns_from_demographics_and_genres_and
   zeros = np.zeros((MOVIES, MOVIES), np.float32)
   scorer = item_item.ItemItemScorer(zeros, zeros, model, half_life=4.0, sequence_half_life=1.0, sequence_weight=0.0,
                                     model_weight=1.0, rating_weight=0.5)
-  module = tf.Module()
-  module.scorer = scorer
-  module.score = tf.function(lambda *args: scorer(*args), input_signature=[
-      tf.TensorSpec([None, None], tf.int64), tf.TensorSpec([None, None]), tf.TensorSpec([None], tf.int64),
-      tf.TensorSpec([None], tf.int64)])
-  tf.saved_model.save(module, str(tmp_path / 'm'))
-  loaded = tf.saved_model.load(str(tmp_path / 'm'))
+  loaded = saved_and_loaded(scorer, tmp_path, with_users=True)
   args = (ids[:20], ratings[:20], gender[:20], age_bucket[:20])
   np.testing.assert_allclose(loaded.score(*args).numpy(), scorer(*args).numpy(), rtol=1e-5, atol=1e-5)
   assert np.mean(np.argmax(loaded.score(*args).numpy(), axis=1) == movies[:20]) > 0.8

@@ -6,7 +6,7 @@ import tensorflow_transform as tft
 
 from contract import names
 from trainer import hparams as hp
-from trainer import registry, signatures
+from trainer import item_item, registry, signatures
 from trainer.task import build_model, item_item_scorer, serving_signatures
 from transforms import features as f
 
@@ -115,8 +115,7 @@ def test_recommend_scores_match_serving_default_or_the_towers_for_the_same_pairs
     raw[f.USER_AGE] = tf.cast(raw[f.USER_AGE], tf.int64)
     transformed = model.tft_layer(signatures.to_parsed(
         {**raw, f.HISTORY_MOVIE_IDS: tf.constant([[b'1', b'2']]), f.HISTORY_RATINGS: tf.constant([[4.0, 2.0]])}))
-    votes = model.item_item(*(transformed[f.transformed_name(name)] for name in (
-        f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.USER_GENDER, f.AGE_BUCKET))).numpy()[0]
+    votes = model.item_item(*item_item.scorer_inputs(transformed)).numpy()[0]
     expected = votes[[vocab.index(m.encode()) for m in ids]]
   elif entry.retrieves:
     # A model with retrieval towers scores by them: query . candidate.

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from trainer import distribution, task
+from trainer import distribution, item_item, task
 from trainer import hparams as hp
 from contract import names
 from trainer.models import RankingModel
@@ -218,7 +218,5 @@ def test_the_item_item_stage_builds_under_a_mirrored_strategy(tiny_transform):
                                  distribution.get_strategy('mirrored'))
   assert scorer.table.__class__.__name__ == 'MirroredVariable'
   assert scorer.model_weight == params.item_item_model_weight > 0
-  xf = f.transformed_name
-  scores = scorer(*(tf.constant(data[xf(name)]) for name in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.USER_GENDER,
-                                                             f.AGE_BUCKET))).numpy()
+  scores = scorer(*(tf.constant(value) for value in item_item.scorer_inputs(data))).numpy()
   assert scores.shape == (len(transformed), scorer.num_movies) and np.isfinite(scores).all()

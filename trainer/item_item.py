@@ -258,6 +258,18 @@ def _standardize(scores: tf.Tensor) -> tf.Tensor:
   return tf.math.divide_no_nan(scores - mean, tf.sqrt(variance))
 
 
+# The transformed features ``ItemItemScorer`` is called with, in its call's
+# order: the history lists, then what a sequence model with side
+# information reads (``trainer.sequential.Side``).
+SCORER_INPUTS = tuple(f.transformed_name(name) for name in (f.HISTORY_MOVIE_IDS, f.HISTORY_RATINGS, f.USER_GENDER,
+                                                            f.AGE_BUCKET))
+
+
+def scorer_inputs(features: Dict[str, tf.Tensor]) -> tuple:
+  """``ItemItemScorer``'s call arguments from transformed features; the user's are None where absent."""
+  return tuple(features[name] for name in SCORER_INPUTS[:2]) + tuple(features.get(name) for name in SCORER_INPUTS[2:])
+
+
 def scores_or_fallback(scorer: ItemItemScorer, features: Dict[str, tf.Tensor], fallback: tf.Tensor,
                        columns: Optional[np.ndarray] = None) -> tf.Tensor:
   """[B, M]: the item-item scores of each row with a usable history, else its ``fallback`` scores [B, M].
@@ -270,9 +282,8 @@ def scores_or_fallback(scorer: ItemItemScorer, features: Dict[str, tf.Tensor], f
     columns: int [M], the movie vocabulary id of each of the M columns
       (default: column j is vocabulary id j, M = N).
   """
-  xf = f.transformed_name
-  ids, ratings = features[xf(f.HISTORY_MOVIE_IDS)], features[xf(f.HISTORY_RATINGS)]
-  scores = scorer(ids, ratings, features.get(xf(f.USER_GENDER)), features.get(xf(f.AGE_BUCKET)))
+  inputs = scorer_inputs(features)
+  scores = scorer(*inputs)
   if columns is not None:
     scores = tf.gather(scores, tf.constant(columns, tf.int64), axis=1)
-  return tf.where(scorer.has_history(ids, ratings)[:, None], scores, fallback)
+  return tf.where(scorer.has_history(*inputs[:2])[:, None], scores, fallback)

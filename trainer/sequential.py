@@ -94,7 +94,9 @@ class SequenceModel(tf.keras.layers.Layer):
 
   def movie_vectors(self) -> tf.Tensor:
     """float32 [N + 1, dim]: row 0 an unknown movie's, row j + 1 movie j's embedding plus its genres' projection."""
-    vectors = self.movie(tf.range(self.num_movies + 1))
+    if not self.movie.built:  # the first call builds it, where the history lookup used to
+      self.movie.build((None,))
+    vectors = self.movie.embeddings
     if not self.has_side:
       return vectors
     return vectors + tf.pad(self.genre_projection(self.genres), [[1, 0], [0, 0]])
